@@ -1,0 +1,8 @@
+"""The registered analyses. Importing this package registers every one of them."""
+
+from dossier.analyses import model_card, purity  # noqa: F401  (registration side effect)
+from dossier.analyses.base import REGISTRY, Analysis, BuildContext, register
+
+ALWAYS_RUN = ("model_card",)  # the index and the model card page need it
+
+__all__ = ["REGISTRY", "ALWAYS_RUN", "Analysis", "BuildContext", "register"]

@@ -1,0 +1,120 @@
+"""The `dossier` command line: build, layers, init."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import click
+
+from dossier import __version__
+from dossier.analyses import ALWAYS_RUN, REGISTRY
+from dossier.config import STARTER_CONFIG, load_config
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s",
+    )
+    # Library chatter (fontTools subsetting, PIL plugins) is not progress a user needs.
+    for noisy in ("fontTools", "PIL", "matplotlib", "weasyprint"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dossier")
+def main() -> None:
+    """Turn a trained convolutional network into an interpretability dossier:
+    a static HTML site, a PDF and a JSON export of every number."""
+
+
+@main.command()
+@click.argument("config_file", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Output folder. Default: build/<config file stem>. Replaced atomically when the build succeeds.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="Where to run the model; overrides the config's `device`. auto = cuda when a GPU is present.",
+)
+@click.option("--no-pdf", is_flag=True, help="Skip the PDF (faster); the site and dossier.json are still written.")
+@click.option(
+    "--only",
+    multiple=True,
+    type=click.Choice(sorted(set(REGISTRY) - set(ALWAYS_RUN))),
+    help="Run only this analysis (repeatable). The model card always runs.",
+)
+@click.option("--strict", is_flag=True, help="Fail the build when an analysis fails, instead of reporting it.")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
+def build(
+    config_file: Path,
+    out_dir: Path | None,
+    device: str | None,
+    no_pdf: bool,
+    only: tuple[str, ...],
+    strict: bool,
+    verbose: bool,
+) -> None:
+    """Build the dossier described by CONFIG_FILE (YAML; see `dossier init`)."""
+    _configure_logging(verbose)
+    from dossier.build import build as run_build, default_out_dir
+
+    config = load_config(config_file)
+    outcome = run_build(
+        config,
+        out_dir or default_out_dir(config_file),
+        device=device,
+        pdf=not no_pdf,
+        only=list(only) if only else None,
+        strict=strict,
+    )
+    click.echo(f"site:  {outcome.index}")
+    if outcome.pdf:
+        click.echo(f"pdf:   {outcome.pdf}")
+    click.echo(f"json:  {outcome.export}")
+    click.echo(f"open:  {outcome.index.as_uri()}")
+
+
+@main.command()
+@click.argument("config_file", type=click.Path(path_type=Path))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Overrides the config's `device`.")
+def layers(config_file: Path, device: str | None) -> None:
+    """Print the layers a build of CONFIG_FILE records: name, type, kernel, output shape, parameters."""
+    _configure_logging(False)
+    from dossier.build import cache_dir_for, default_out_dir
+    from dossier.layers import discover_layers
+    from dossier.model_source import load_model, resolve_device
+
+    config = load_config(config_file)
+    torch_device = resolve_device(device or config.device)
+    model = load_model(config, cache_dir_for(default_out_dir(config_file)))
+    model.module.to(torch_device)
+    found, outputs = discover_layers(model.module, config.layers, config.model.input_size, torch_device, model.scripted)
+    rows = [("#", "name", "type", "kernel", "output", "parameters")]
+    rows += [
+        (str(i), layer.name, layer.type, layer.kernel_text, layer.shape_text, f"{layer.parameters:,}")
+        for i, layer in enumerate(found, start=1)
+    ]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    click.echo(f"{len(found)} layers; the model outputs {outputs} class scores.")
+
+
+@main.command()
+@click.argument("config_file", type=click.Path(path_type=Path), default="dossier.yaml")
+@click.option("--force", is_flag=True, help="Overwrite CONFIG_FILE if it exists.")
+def init(config_file: Path, force: bool) -> None:
+    """Write a commented starter config to CONFIG_FILE (default: dossier.yaml)."""
+    if config_file.exists() and not force:
+        raise click.ClickException(f"'{config_file}' exists; use --force to overwrite it")
+    config_file.write_text(STARTER_CONFIG, encoding="utf-8")
+    click.echo(f"wrote {config_file}: edit model and data, then run: dossier build {config_file}")

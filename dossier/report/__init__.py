@@ -1,0 +1,1 @@
+"""Rendering: results → page views → HTML site, PDF and JSON export."""

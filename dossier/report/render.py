@@ -1,0 +1,82 @@
+"""Render a Report: the HTML site, the PDF (WeasyPrint, CSS paged media) and dossier.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from dossier.report.pages import Report
+
+log = logging.getLogger(__name__)
+
+_STATIC_FILES = ("style.css", "print.css", "site.js")
+
+
+def template_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resources.files("dossier.templates"))),
+        autoescape=True,  # class names, layer names and file names come from users
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def write_site(report: Report, root: Path) -> list[Path]:
+    """Write every HTML page and static asset under root; return the pages written."""
+    env = template_environment()
+    assets = root / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    static = resources.files("dossier.templates")
+    for name in _STATIC_FILES:
+        (assets / name).write_bytes(static.joinpath(name).read_bytes())
+    # GitHub Pages would otherwise run Jekyll, which hides files and folders starting with _.
+    (root / ".nojekyll").write_text("", encoding="utf-8")
+    pages: list[tuple[str, str, dict[str, Any]]] = [
+        ("index.html", "index.html", {"page_title": "Overview", "breadcrumb": []}),
+        ("model.html", "model.html", {"page_title": "Model card", "breadcrumb": ["Model card"]}),
+    ]
+    if report.purity is not None:
+        pages.append(
+            ("purity.html", "purity.html", {"page_title": "Purity by depth", "breadcrumb": ["Purity by depth"]})
+        )
+    for layer in report.layers:
+        context = {"page_title": layer.info.name, "breadcrumb": ["Layers", layer.info.name], "current_layer": layer}
+        pages.append((layer.filename, "layer.html", context))
+    written = []
+    for filename, template, context in pages:
+        html = env.get_template(template).render(report=report, **context)
+        (root / filename).write_text(html, encoding="utf-8")
+        written.append(root / filename)
+    return written
+
+
+def write_pdf(report: Report, root: Path, filename: str = "dossier.pdf") -> Path:
+    """Lay the report out for print and write it as a PDF next to the site."""
+    import weasyprint  # imported here: loading pango costs a second that --no-pdf builds skip
+
+    html = template_environment().get_template("print.html").render(report=report)
+    document = weasyprint.HTML(string=html, base_url=str(root))
+    target = root / filename
+    document.write_pdf(target, pdf_variant=None, pdf_forms=False)
+    return target
+
+
+def write_export(document: dict[str, Any], root: Path) -> Path:
+    target = root / "dossier.json"
+    target.write_text(json.dumps(document, indent=1, allow_nan=False, default=_json_default), encoding="utf-8")
+    return target
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
