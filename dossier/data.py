@@ -62,7 +62,7 @@ class ImageSet(Dataset):
         return self.normalise(pixels), int(self.labels[index]), index
 
     def normalise(self, pixels: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 255.0
+        x = torch.from_numpy(np.array(pixels, copy=True)).permute(2, 0, 1).float() / 255.0
         mean = torch.tensor(self.mean).view(-1, 1, 1)
         std = torch.tensor(self.std).view(-1, 1, 1)
         return (x - mean) / std

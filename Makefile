@@ -1,0 +1,34 @@
+# dossier: `make demo` builds the sample dossier, `make test` runs the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test sample system-deps clean
+
+$(STAMP): pyproject.toml
+	bash scripts/install-system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch and torchvision pinned: these versions are the ones on local disk here.
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dossier build examples/digits.yaml --out build/digits
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Regenerate the committed sample report from a fresh build.
+sample: demo
+	rm -rf sample_reports/digits
+	mkdir -p sample_reports
+	cp -r build/digits sample_reports/digits
+
+system-deps:
+	bash scripts/install-system-deps.sh --browser
+
+clean:
+	rm -rf build test-artifacts
