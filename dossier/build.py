@@ -151,19 +151,21 @@ def compute_results(
         log.info("[4/5] every analysis is cached: re-rendering only")
         return ComputedResults(results, failures, cached_names)
     consumers = {analysis.name: analysis.consumer(ctx) for analysis, _ in pending}
-    with watch.stage("data pass"):
-        log.info("[4/5] one pass over the data for: %s", ", ".join(consumers))
-        seen = data_pass(
-            ctx.model.module,
-            ctx.dataset,
-            [layer.name for layer in ctx.recorded_layers],
-            ctx.device,
-            ctx.config.batch_size,
-            list(consumers.values()),
-            logits_layer=_logits_layer(ctx),
-        )
-    if seen == 0:
-        raise DataError(f"data: none of the {len(ctx.dataset)} images could be read")
+    feeding = {name: consumer for name, consumer in consumers.items() if consumer is not None}
+    if feeding:
+        with watch.stage("data pass"):
+            log.info("[4/5] one pass over the data for: %s", ", ".join(feeding))
+            seen = data_pass(
+                ctx.model.module,
+                ctx.dataset,
+                [layer.name for layer in ctx.recorded_layers],
+                ctx.device,
+                ctx.config.batch_size,
+                list(feeding.values()),
+                logits_layer=_logits_layer(ctx),
+            )
+        if seen == 0:
+            raise DataError(f"data: none of the {len(ctx.dataset)} images could be read")
     for analysis, path in pending:
         with watch.stage(f"analysis: {analysis.name}"):
             try:

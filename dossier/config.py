@@ -99,9 +99,43 @@ class PurityConfig(_Strict):
     representatives: int = Field(6, ge=0, description="images nearest each cluster centre")
 
 
+class NeuronTypesConfig(_Strict):
+    border_threshold: float = Field(0.5, gt=0, le=1, description="KS spread for border-aware (seed: 0.5)")
+    border_rule: Literal["either", "both"] = Field(
+        "either", description="flag when a column or a row spread reaches it (either), or both"
+    )
+    border_activation_ratio: float = Field(
+        1.5, gt=0, description="border ÷ interior mean activation that confirms a border unit"
+    )
+    dead_epsilon: float = Field(1e-6, ge=0, description="a unit whose maximum stays at or below is dead")
+    selectivity_threshold: float = Field(0.5, ge=0, le=1, description="class selectivity index of a selective unit")
+
+
+class KernelClustersConfig(_Strict):
+    max_clusters: int = Field(8, ge=2, description="upper bound for the dendrogram's choice")
+    clusters: int | None = Field(None, ge=2, description="fix the number of clusters instead")
+    representatives: int = Field(3, ge=1, description="kernels shown per cluster")
+    umap_neighbors: int = Field(30, ge=2)
+    umap_min_dist: float = Field(0.0, ge=0)
+
+
+class TdaRingsConfig(_Strict):
+    max_kernels: int = Field(4000, ge=50, description="deterministic subsample above this many kernels")
+    density_neighbors: int = Field(100, ge=2, description="k of the k-NN density filter")
+    density_drop: float = Field(0.2, ge=0, lt=1, description="share of least dense kernels dropped")
+    cubes: int = Field(5, ge=1, description="intervals per lens dimension")
+    overlap: float = Field(0.1, gt=0, lt=1)
+    eps: dict[int, float] = Field(default_factory=lambda: {3: 0.5, 5: 2.0}, description="DBSCAN eps by kernel size")
+    min_samples: int = Field(3, ge=1)
+    homology_points: int = Field(400, ge=20, description="greedy-permutation subsample for ripser")
+
+
 class AnalysesConfig(_Strict):
     model_card: ModelCardConfig = Field(default_factory=ModelCardConfig)
     purity: PurityConfig = Field(default_factory=PurityConfig)
+    neuron_types: NeuronTypesConfig = Field(default_factory=NeuronTypesConfig)
+    kernel_clusters: KernelClustersConfig = Field(default_factory=KernelClustersConfig)
+    tda_rings: TdaRingsConfig = Field(default_factory=TdaRingsConfig)
 
 
 class Config(_Strict):

@@ -1,6 +1,6 @@
 """The registered analyses. Importing this package registers every one of them."""
 
-from dossier.analyses import model_card, purity  # noqa: F401  (registration side effect)
+from dossier.analyses import kernel_clusters, model_card, neuron_types, purity, tda_rings  # noqa: F401
 from dossier.analyses.base import REGISTRY, Analysis, BuildContext, register
 
 ALWAYS_RUN = ("model_card",)  # the index and the model card page need it

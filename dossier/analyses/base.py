@@ -42,13 +42,13 @@ class Analysis(ABC):
     def settings(self, config: Config) -> BaseModel:
         return getattr(config.analyses, self.name)
 
-    @abstractmethod
-    def consumer(self, ctx: BuildContext) -> Consumer:
-        """A running statistic fed by the single data pass."""
+    def consumer(self, ctx: BuildContext) -> Consumer | None:
+        """A running statistic fed by the single data pass; None for weight-only analyses."""
+        return None
 
     @abstractmethod
     def finish(self, ctx: BuildContext, consumer: Any) -> Any:
-        """Turn the consumer's statistic into this analysis' result."""
+        """Turn the consumer's statistic (None if it has none) into this analysis' result."""
 
 
 REGISTRY: dict[str, type[Analysis]] = {}

@@ -1,0 +1,217 @@
+"""Kernel clusters per conv layer (METHODS §2; seed 001 §4.2.3.1, Algorithm 5).
+
+Each unit's weights are standardised and reshaped to k²×C_in; Ward's dendrogram on their
+Euclidean distances chooses the number of clusters (the largest gap between merge heights);
+spectral clustering with that number assigns the units; UMAP places them in 2-D for the scatter.
+Representatives are the channel-averaged kernels of the units nearest each cluster's centre.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.cluster.hierarchy import linkage
+from scipy.spatial.distance import pdist
+from sklearn.cluster import SpectralClustering
+from sklearn.decomposition import PCA
+from sklearn.metrics import adjusted_rand_score
+from torch import nn
+
+from dossier.analyses.base import Analysis, BuildContext, register
+from dossier.layers import is_conv2d
+from dossier.weights import conv_weight, random_init_copy
+
+log = logging.getLogger(__name__)
+
+ONE_BY_ONE_REASON = (
+    "1×1 kernels hold a single weight per input channel: they mix channels (channel pooling) and "
+    "carry no spatial pattern to cluster, so the seed (001, appendix 7.1) leaves them out."
+)
+_MIN_UNITS = 4
+_MIN_UMAP_UNITS = 10  # below this UMAP's spectral initialisation is ill-posed: PCA instead
+
+
+@dataclass(frozen=True)
+class KernelCluster:
+    cluster: int
+    size: int
+    members: list[int]
+    representatives: list[int]  # units nearest the cluster centre
+    representative_kernels: list[list[list[float]]]  # their channel-averaged kernels
+    sign_majority: list[list[int]]  # most frequent sign per position: +1, −1 or 0 (tie)
+
+
+@dataclass(frozen=True)
+class LayerKernelClusters:
+    layer: str
+    units: int
+    kernel: tuple[int, int]
+    input_channels: int  # per group
+    skipped: str | None  # why the layer was not clustered
+    clusters: int
+    chosen_by: str
+    merge_heights: list[float]
+    linkage: list[list[float]]  # scipy linkage matrix: the dendrogram
+    labels: list[int]  # spectral clustering, per unit
+    ward_agreement: float | None  # ARI between the Ward cut and the spectral clusters
+    embedding: list[list[float]]  # 2-D position per unit
+    embedding_method: str
+    groups: list[KernelCluster]
+
+
+@dataclass(frozen=True)
+class KernelClustersResult:
+    layers: list[LayerKernelClusters]
+    control: LayerKernelClusters | None  # first conv layer of the same architecture, random init
+
+    def for_layer(self, name: str) -> LayerKernelClusters | None:
+        return next((entry for entry in self.layers if entry.layer == name), None)
+
+
+def unit_vectors(weight: np.ndarray) -> np.ndarray:
+    """units × (k²·C_in): each unit standardised to mean 0, variance 1, laid out as k² × C_in."""
+    units, channels, height, width = weight.shape
+    flat = weight.reshape(units, -1)
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    scale = centred.std(axis=1, keepdims=True)
+    standard = centred / np.where(scale > 0, scale, 1.0)
+    return standard.reshape(units, channels, height * width).transpose(0, 2, 1).reshape(units, -1)
+
+
+def largest_gap_clusters(merge_heights: np.ndarray, max_clusters: int) -> int:
+    """Clusters left by cutting the dendrogram in its largest gap between merge heights."""
+    n = len(merge_heights) + 1
+    best_k, best_gap = 2, -1.0
+    for k in range(2, min(max_clusters, n - 1) + 1):
+        # Cutting between merge n-k-1 and merge n-k leaves k clusters.
+        gap = merge_heights[n - k] - merge_heights[n - k - 1]
+        if gap > best_gap:
+            best_k, best_gap = k, gap
+    return best_k
+
+
+def spectral_labels(vectors: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """Spectral clustering with an RBF affinity scaled to the data (median squared distance)."""
+    squared = pdist(vectors, "sqeuclidean")
+    gamma = 1.0 / float(np.median(squared)) if np.median(squared) > 0 else 1.0
+    model = SpectralClustering(n_clusters=clusters, affinity="rbf", gamma=gamma, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "graph is not fully connected" on tiny layers
+        return model.fit_predict(vectors)
+
+
+def embed_2d(vectors: np.ndarray, neighbors: int, min_dist: float, seed: int) -> tuple[np.ndarray, str]:
+    if len(vectors) < _MIN_UMAP_UNITS:
+        return PCA(n_components=2, random_state=seed).fit_transform(vectors), "PCA (too few units for UMAP)"
+    import umap  # imported on use: numba compiles it, which only layers with units should pay for
+
+    k = min(neighbors, len(vectors) - 1)
+    reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, n_components=2, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # n_jobs overridden by random_state: determinism is wanted
+        return reducer.fit_transform(vectors), f"UMAP (n_neighbors={k}, min_dist={min_dist})"
+
+
+def cluster_kernels(name: str, weight: np.ndarray, settings, seed: int) -> LayerKernelClusters:
+    """Algorithm 5 on one layer's weights (units × C_in × kh × kw)."""
+    units, channels, height, width = weight.shape
+    base = dict(layer=name, units=units, kernel=(height, width), input_channels=channels)
+    if height == 1 and width == 1:
+        return _skipped(base, ONE_BY_ONE_REASON)
+    if units < _MIN_UNITS:
+        return _skipped(base, f"only {units} units: too few to cluster")
+    vectors = unit_vectors(weight)
+    tree = linkage(vectors, method="ward")
+    heights = tree[:, 2]
+    if settings.clusters is not None:
+        k, chosen_by = min(settings.clusters, units - 1), "set in the config"
+    else:
+        k = largest_gap_clusters(heights, settings.max_clusters)
+        chosen_by = f"largest gap between Ward merge heights (k ≤ {settings.max_clusters})"
+    labels = spectral_labels(vectors, k, seed)
+    ward = _cut(tree, k)
+    embedding, method = embed_2d(vectors, settings.umap_neighbors, settings.umap_min_dist, seed)
+    averaged = weight.mean(axis=1)
+    groups = [_group(c, labels, vectors, averaged, settings.representatives) for c in range(k)]
+    return LayerKernelClusters(
+        **base,
+        skipped=None,
+        clusters=k,
+        chosen_by=chosen_by,
+        merge_heights=heights.tolist(),
+        linkage=tree.tolist(),
+        labels=labels.tolist(),
+        ward_agreement=float(adjusted_rand_score(ward, labels)),
+        embedding=embedding.tolist(),
+        embedding_method=method,
+        groups=[g for g in groups if g.size],
+    )
+
+
+def _cut(tree: np.ndarray, k: int) -> np.ndarray:
+    from scipy.cluster.hierarchy import fcluster
+
+    return fcluster(tree, t=k, criterion="maxclust")
+
+
+def _group(cluster: int, labels: np.ndarray, vectors: np.ndarray, averaged: np.ndarray, count: int) -> KernelCluster:
+    members = np.flatnonzero(labels == cluster)
+    if len(members) == 0:
+        return KernelCluster(cluster, 0, [], [], [], [])
+    centre = vectors[members].mean(axis=0)
+    nearest = members[np.argsort(np.linalg.norm(vectors[members] - centre, axis=1))[:count]]
+    signs = np.sign(np.sign(averaged[members]).sum(axis=0)).astype(int)
+    return KernelCluster(
+        cluster=cluster,
+        size=len(members),
+        members=members.tolist(),
+        representatives=nearest.tolist(),
+        representative_kernels=averaged[nearest].tolist(),
+        sign_majority=signs.tolist(),
+    )
+
+
+def _skipped(base: dict, reason: str) -> LayerKernelClusters:
+    return LayerKernelClusters(
+        **base, skipped=reason, clusters=0, chosen_by="", merge_heights=[], linkage=[], labels=[],
+        ward_agreement=None, embedding=[], embedding_method="", groups=[],
+    )
+
+
+def first_clusterable_conv(model: nn.Module, names: list[str]) -> str | None:
+    modules = dict(model.named_modules())
+    for name in names:
+        weight = conv_weight(modules[name]) if is_conv2d(modules[name]) else None
+        if weight is not None and weight.shape[2] * weight.shape[3] > 1:
+            return name
+    return None
+
+
+@register
+class KernelClusters(Analysis):
+    name = "kernel_clusters"
+    title = "Kernel clusters"
+    result_type = KernelClustersResult
+
+    def finish(self, ctx: BuildContext, consumer: None) -> KernelClustersResult:
+        settings = ctx.config.analyses.kernel_clusters
+        modules = dict(ctx.model.module.named_modules())
+        layers = []
+        for layer in ctx.layers:
+            weight = conv_weight(modules[layer.name]) if is_conv2d(modules[layer.name]) else None
+            if weight is not None:
+                log.debug("kernel clusters: %s", layer.name)
+                layers.append(cluster_kernels(layer.name, weight, settings, ctx.config.seed))
+        return KernelClustersResult(layers, self._control(ctx, settings))
+
+    def _control(self, ctx: BuildContext, settings) -> LayerKernelClusters | None:
+        name = first_clusterable_conv(ctx.model.module, [layer.name for layer in ctx.layers])
+        control = random_init_copy(ctx.model.module, ctx.config.seed) if name else None
+        if control is None or name is None:
+            return None
+        weight = conv_weight(dict(control.named_modules())[name])
+        assert weight is not None
+        return cluster_kernels(name, weight, settings, ctx.config.seed)

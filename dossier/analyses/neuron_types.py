@@ -1,0 +1,270 @@
+"""Neuron types per conv layer (METHODS §1; seed 001 Algorithm 4; seed 004 §4.1.1, §4.2).
+
+One row per unit: dead, border-aware from the weights (pairwise Kolmogorov–Smirnov spreads of
+kernel columns and rows) with a confirmation from activations (each border of the feature map
+against its interior), class selectivity, and colour-blind (filled by the feature galleries).
+
+Units are judged on ReLU(BN(conv)) when a BatchNorm takes the conv's output, else on ReLU(conv):
+the conv → BN → ReLU block of most CNNs. The recorded conv output itself is pre-activation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+import torch
+from scipy.stats import ks_2samp
+from torch import nn
+
+from dossier.analyses.base import Analysis, BuildContext, register
+from dossier.capture import Batch
+from dossier.layers import LayerInfo, is_conv2d
+from dossier.weights import conv_weight
+
+SIDES = ("top", "bottom", "left", "right")
+
+
+@dataclass(frozen=True)
+class UnitType:
+    unit: int
+    dead: bool | None  # None: no activations recorded
+    column_spread: float | None  # None: kernel smaller than 3×3
+    row_spread: float | None
+    border_weights: bool
+    border_activation_ratio: float | None  # strongest border side ÷ interior, mean activation
+    border_side: str | None
+    border_activations: bool | None
+    selectivity: float | None
+    top_class: int | None
+    colour_blind: bool | None  # None until the feature galleries fill it
+
+
+@dataclass(frozen=True)
+class LayerTypes:
+    layer: str
+    units: int
+    activation: str  # what the activation tests looked at, e.g. "ReLU(bn1(conv1))"
+    dead: int
+    border_weights: int
+    border_activations: int | None
+    border_agreement: float | None  # share of units where both border tests agree
+    selective: int | None
+    mean_selectivity: float | None
+    rows: list[UnitType]
+
+
+@dataclass(frozen=True)
+class NeuronTypesResult:
+    threshold: float
+    rule: str
+    activation_ratio: float
+    selectivity_threshold: float
+    layers: list[LayerTypes]
+
+    def for_layer(self, name: str) -> LayerTypes | None:
+        return next((entry for entry in self.layers if entry.layer == name), None)
+
+
+def ks_spreads(weight: np.ndarray) -> tuple[float, float] | None:
+    """(column spread, row spread) of one unit's weights (C_in × kh × kw), seed Algorithm 4.
+
+    Values of each kernel column (row) are pooled over input channels; every pair of columns
+    (rows) is compared with the two-sample KS statistic; spread = max − min over the pairs.
+    """
+    _, height, width = weight.shape
+    if height < 3 or width < 3:
+        return None
+    columns = [weight[:, :, j].ravel() for j in range(width)]
+    rows = [weight[:, i, :].ravel() for i in range(height)]
+    return _spread(columns), _spread(rows)
+
+
+def _spread(samples: list[np.ndarray]) -> float:
+    statistics = [ks_2samp(a, b).statistic for a, b in combinations(samples, 2)]
+    return float(max(statistics) - min(statistics))
+
+
+def is_border_aware(spreads: tuple[float, float] | None, threshold: float, rule: str) -> bool:
+    """`either`: a column or a row spread reaches the threshold; `both`: the seed's literal rule.
+
+    A unit that differs only in its left column has a large column spread but a small row spread
+    (every row pools one value of that column), so under `both` it is never flagged.
+    """
+    if spreads is None:
+        return False
+    reached = [spread >= threshold for spread in spreads]
+    return any(reached) if rule == "either" else all(reached)
+
+
+def selectivity_index(class_means: np.ndarray) -> tuple[float, int]:
+    """(μ_max − μ_rest) / (μ_max + μ_rest) of non-negative class-mean activations (Morcos 2018)."""
+    top = int(np.argmax(class_means))
+    rest = float(np.delete(class_means, top).mean()) if len(class_means) > 1 else 0.0
+    total = class_means[top] + rest
+    return (float((class_means[top] - rest) / total) if total > 0 else 0.0), top
+
+
+def following_batchnorm(
+    model: nn.Module, names: list[str], input_size: tuple[int, int, int], device: torch.device
+) -> dict[str, tuple[str, nn.Module]]:
+    """For each named conv, the (name, module) of the BatchNorm whose input is that conv's output."""
+    modules = dict(model.named_modules())
+    norms = {n: m for n, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    produced_by: dict[int, str] = {}  # id of a conv's output tensor -> the conv's name
+    found: dict[str, tuple[str, nn.Module]] = {}
+
+    def remember(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            produced_by[id(output)] = name
+
+        return hook
+
+    def match(bn_name: str):
+        def pre_hook(_module: nn.Module, inputs: tuple) -> None:
+            source = produced_by.get(id(inputs[0]))
+            if source is not None and source not in found:
+                found[source] = (bn_name, norms[bn_name])
+
+        return pre_hook
+
+    handles = [modules[n].register_forward_hook(remember(n)) for n in names]
+    handles += [m.register_forward_pre_hook(match(n)) for n, m in norms.items()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+class _UnitStatistics:
+    """Running per-unit statistics of ReLU(BN(conv)) activations; memory independent of N."""
+
+    def __init__(self, layers: list[str], norms: dict[str, tuple[str, nn.Module]], classes: int) -> None:
+        self.layers = layers
+        self.norms = norms
+        self.classes = classes
+        self.maximum: dict[str, torch.Tensor] = {}
+        self.class_sums: dict[str, torch.Tensor] = {}
+        self.square_sum: dict[str, torch.Tensor] = {}
+        self.side_sums: dict[str, torch.Tensor] = {}  # 4 × units
+        self.interior_sum: dict[str, torch.Tensor] = {}
+        self.class_counts = torch.zeros(classes, dtype=torch.float64)
+        self.count = 0
+        self.border_pixels: dict[str, tuple[int, int]] = {}
+
+    def activation(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        norm = self.norms.get(name)
+        return torch.relu(norm[1](x) if norm is not None else x).double()
+
+    def update(self, batch: Batch) -> None:
+        labels = batch.labels.cpu()
+        self.class_counts += torch.bincount(labels, minlength=self.classes).double()
+        self.count += len(labels)
+        for name in self.layers:
+            if name not in batch.activations:
+                continue
+            a = self.activation(name, batch.activations[name]).cpu()
+            means = a.mean(dim=(2, 3))
+            peak = a.amax(dim=(0, 2, 3))
+            self.maximum[name] = torch.maximum(self.maximum[name], peak) if name in self.maximum else peak
+            sums = torch.zeros(self.classes, a.shape[1], dtype=torch.float64).index_add_(0, labels, means)
+            self._add(self.class_sums, name, sums)
+            self._add(self.square_sum, name, (means**2).sum(dim=0))
+            if a.shape[2] >= 3 and a.shape[3] >= 3:
+                sides = torch.stack(
+                    [a[:, :, 0, :].mean(2), a[:, :, -1, :].mean(2), a[:, :, :, 0].mean(2), a[:, :, :, -1].mean(2)]
+                ).sum(dim=1)
+                self._add(self.side_sums, name, sides)
+                self._add(self.interior_sum, name, a[:, :, 1:-1, 1:-1].mean(dim=(2, 3)).sum(dim=0))
+
+    @staticmethod
+    def _add(store: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
+        store[name] = store[name] + value if name in store else value
+
+
+@register
+class NeuronTypes(Analysis):
+    name = "neuron_types"
+    title = "Neuron types"
+    result_type = NeuronTypesResult
+
+    def consumer(self, ctx: BuildContext) -> _UnitStatistics | None:
+        convs = [layer.name for layer in ctx.recorded_layers if layer.type == "Conv2d"]
+        if not convs or ctx.model.scripted:
+            return None
+        norms = following_batchnorm(ctx.model.module, convs, ctx.config.model.input_size, ctx.device)
+        return _UnitStatistics(convs, norms, len(ctx.dataset.class_names))
+
+    def finish(self, ctx: BuildContext, consumer: _UnitStatistics | None) -> NeuronTypesResult:
+        settings = ctx.config.analyses.neuron_types
+        modules = dict(ctx.model.module.named_modules())
+        layers = [
+            self._layer(layer, modules[layer.name], consumer, settings)
+            for layer in ctx.layers
+            if is_conv2d(modules[layer.name])
+        ]
+        return NeuronTypesResult(
+            threshold=settings.border_threshold,
+            rule=settings.border_rule,
+            activation_ratio=settings.border_activation_ratio,
+            selectivity_threshold=settings.selectivity_threshold,
+            layers=layers,
+        )
+
+    def _layer(self, info: LayerInfo, module: nn.Module, stats: _UnitStatistics | None, settings) -> LayerTypes:
+        weight = conv_weight(module)
+        assert weight is not None
+        units = weight.shape[0]
+        spreads = [ks_spreads(weight[u]) for u in range(units)]
+        measured = stats is not None and info.name in stats.maximum
+        activation = "not recorded"
+        if stats is not None and measured:
+            norm = stats.norms.get(info.name)
+            activation = f"ReLU({norm[0]}({info.name}))" if norm else f"ReLU({info.name})"
+        rows = [self._unit(u, info.name, spreads[u], stats if measured else None, settings) for u in range(units)]
+        return _summarise(info.name, units, activation, rows, measured, settings)
+
+    def _unit(self, u: int, name: str, spreads, stats: _UnitStatistics | None, settings) -> UnitType:
+        border_w = is_border_aware(spreads, settings.border_threshold, settings.border_rule)
+        column, row = spreads if spreads else (None, None)
+        if stats is None:
+            return UnitType(u, None, column, row, border_w, None, None, None, None, None, None)
+        n = max(stats.count, 1)
+        class_means = (stats.class_sums[name][:, u] / stats.class_counts.clamp(min=1)).numpy()
+        mean = float(stats.class_sums[name][:, u].sum() / n)
+        variance = float(stats.square_sum[name][u] / n - mean**2)
+        dead = float(stats.maximum[name][u]) <= settings.dead_epsilon or variance <= settings.dead_epsilon**2
+        ratio, side, border_a = None, None, None
+        if name in stats.side_sums:
+            sides = stats.side_sums[name][:, u] / n
+            interior = float(stats.interior_sum[name][u] / n)
+            best = int(torch.argmax(sides))
+            ratio = float(sides[best] / interior) if interior > 0 else (float("inf") if sides[best] > 0 else None)
+            side = SIDES[best]
+            border_a = bool(ratio is not None and ratio >= settings.border_activation_ratio and not dead)
+        selectivity, top = selectivity_index(class_means) if not dead else (None, None)
+        return UnitType(u, dead, column, row, border_w, ratio, side, border_a, selectivity, top, None)
+
+
+def _summarise(name: str, units: int, activation: str, rows: list[UnitType], measured: bool, settings) -> LayerTypes:
+    border_a = [r.border_activations for r in rows]
+    agreement = None
+    if measured and any(b is not None for b in border_a):
+        agreement = float(np.mean([bool(r.border_activations) == r.border_weights for r in rows]))
+    selectivities = [r.selectivity for r in rows if r.selectivity is not None]
+    return LayerTypes(
+        layer=name,
+        units=units,
+        activation=activation,
+        dead=sum(bool(r.dead) for r in rows),
+        border_weights=sum(r.border_weights for r in rows),
+        border_activations=sum(bool(b) for b in border_a) if measured else None,
+        border_agreement=agreement,
+        selective=sum(s >= settings.selectivity_threshold for s in selectivities) if measured else None,
+        mean_selectivity=float(np.mean(selectivities)) if selectivities else None,
+        rows=rows,
+    )

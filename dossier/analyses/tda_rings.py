@@ -1,0 +1,260 @@
+"""TDA rings per conv layer (METHODS §8; seed 001 §4.2.3.2, Algorithm 6 and appendix parameters).
+
+Every k×k kernel is a sample (mean-centred, scaled, flattened); a k-NN density filter drops the
+sparsest; Mapper (kepler-mapper) with a PCA(3) lens, 5 cubes, 10% overlap and DBSCAN builds the
+graph. The seed judged "ring" by eye; here it is a number: the lifetime of the most persistent H1
+class of the filtered cloud (ripser) and the number of independent cycles of the Mapper graph.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+from PIL import Image
+from sklearn.cluster import DBSCAN
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+
+from dossier.analyses.base import Analysis, BuildContext, register
+from dossier.analyses.kernel_clusters import ONE_BY_ONE_REASON, first_clusterable_conv
+from dossier.layers import is_conv2d
+from dossier.results import NOT_EXPORTED
+from dossier.weights import conv_weight, random_init_copy
+
+log = logging.getLogger(__name__)
+
+_TOOLTIP_PIXELS = 24
+
+
+@dataclass(frozen=True)
+class MapperNode:
+    node: str
+    size: int
+    mean_kernel: list[list[float]]
+
+
+@dataclass(frozen=True)
+class LayerRings:
+    layer: str
+    kernel: tuple[int, int]
+    skipped: str | None
+    kernels_total: int
+    kernels_sampled: int  # after the deterministic subsample
+    kernels_kept: int  # after the density filter
+    eps: float
+    eps_source: str
+    nodes: list[MapperNode]
+    edges: list[tuple[str, str]]
+    components: int
+    graph_cycles: int  # independent cycles of the Mapper graph: E − V + components
+    ring_score: float  # lifetime of the most persistent H1 class
+    second_lifetime: float
+    homology_points: int
+    explanation: str  # what an empty or trivial graph means, when it is one
+    mapper_html: str = field(default="", metadata=NOT_EXPORTED)
+
+
+@dataclass(frozen=True)
+class TdaRingsResult:
+    layers: list[LayerRings]
+    control: LayerRings | None  # first conv layer, same architecture, random initialisation
+
+    def for_layer(self, name: str) -> LayerRings | None:
+        return next((entry for entry in self.layers if entry.layer == name), None)
+
+
+def kernel_samples(weight: np.ndarray) -> np.ndarray:
+    """Every k×k slice of every unit, mean-centred and scaled to unit variance, flattened.
+
+    Constant kernels have no shape to place and are left out."""
+    flat = weight.reshape(-1, weight.shape[2] * weight.shape[3])
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    scale = centred.std(axis=1, keepdims=True)
+    keep = scale[:, 0] > 1e-12
+    return centred[keep] / scale[keep]
+
+
+def density_filter(samples: np.ndarray, neighbors: int, drop: float) -> np.ndarray:
+    """Drop the `drop` share of samples whose k-th neighbour is farthest (the sparsest)."""
+    k = min(neighbors, len(samples) - 1)
+    if k < 1 or drop <= 0:
+        return samples
+    distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(samples).kneighbors(samples)
+    order = np.argsort(distances[:, -1], kind="stable")
+    return samples[np.sort(order[: max(1, int(round(len(samples) * (1 - drop))))])]
+
+
+def ring_lifetimes(samples: np.ndarray, points: int, seed: int) -> tuple[float, float, int]:
+    """(longest, second longest) H1 lifetime, and the points used (greedy permutation subsample)."""
+    from ripser import ripser
+
+    used = min(points, len(samples))
+    if used < 4:
+        return 0.0, 0.0, used
+    np.random.seed(seed)  # ripser's greedy permutation starts from a random point
+    diagram = ripser(samples, maxdim=1, n_perm=used)["dgms"][1]
+    lifetimes = np.sort(diagram[:, 1] - diagram[:, 0])[::-1] if len(diagram) else np.zeros(0)
+    lifetimes = lifetimes[np.isfinite(lifetimes)]
+    first = float(lifetimes[0]) if len(lifetimes) else 0.0
+    second = float(lifetimes[1]) if len(lifetimes) > 1 else 0.0
+    return first, second, used
+
+
+def derived_eps(samples: np.ndarray, min_samples: int) -> float:
+    """Median distance to the min_samples-th neighbour: half the kernels are DBSCAN core points."""
+    k = min(min_samples, len(samples) - 1)
+    distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(samples).kneighbors(samples)
+    return float(np.median(distances[:, -1]))
+
+
+def mapper_graph(samples: np.ndarray, eps: float, settings, seed: int) -> dict:
+    import kmapper
+
+    lens = PCA(n_components=min(3, samples.shape[1]), random_state=seed).fit_transform(samples)
+    mapper = kmapper.KeplerMapper(verbose=0)
+    cover = kmapper.Cover(n_cubes=settings.cubes, perc_overlap=settings.overlap)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mapper.map(lens, samples, cover=cover, clusterer=DBSCAN(eps=eps, min_samples=settings.min_samples))
+
+
+def graph_cycles(nodes: list[str], edges: list[tuple[str, str]]) -> tuple[int, int]:
+    """(connected components, independent cycles) of an undirected graph."""
+    graph = nx.Graph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(edges)
+    components = nx.number_connected_components(graph) if nodes else 0
+    return components, graph.number_of_edges() - graph.number_of_nodes() + components
+
+
+def analyse_rings(name: str, weight: np.ndarray, settings, seed: int, interactive: bool = True) -> LayerRings:
+    """Algorithm 6 on one layer's weights, plus the ring score."""
+    height, width = weight.shape[2:]
+    all_samples = kernel_samples(weight)
+    base = dict(layer=name, kernel=(height, width), kernels_total=int(weight.shape[0] * weight.shape[1]))
+    if height * width == 1:
+        return _skipped(base, ONE_BY_ONE_REASON)
+    if len(all_samples) < 10:
+        return _skipped(base, f"only {len(all_samples)} non-constant kernels: too few for a shape")
+    rng = np.random.default_rng(seed)
+    sampled = all_samples
+    if len(all_samples) > settings.max_kernels:
+        sampled = all_samples[np.sort(rng.choice(len(all_samples), settings.max_kernels, replace=False))]
+    kept = density_filter(sampled, settings.density_neighbors, settings.density_drop)
+    eps, eps_source, graph = _graph_with_eps(kept, height, settings, seed)
+    nodes = [
+        MapperNode(node, len(members), kept[members].mean(axis=0).reshape(height, width).tolist())
+        for node, members in sorted(graph["nodes"].items())
+    ]
+    edges = sorted({tuple(sorted((a, b))) for a, linked in graph["links"].items() for b in linked})
+    components, cycles = graph_cycles([n.node for n in nodes], edges)
+    score, second, points = ring_lifetimes(kept, settings.homology_points, seed)
+    return LayerRings(
+        **base,
+        skipped=None,
+        kernels_sampled=len(sampled),
+        kernels_kept=len(kept),
+        eps=eps,
+        eps_source=eps_source,
+        nodes=nodes,
+        edges=[(a, b) for a, b in edges],
+        components=components,
+        graph_cycles=cycles,
+        ring_score=score,
+        second_lifetime=second,
+        homology_points=points,
+        explanation=_explain(nodes, edges),
+        mapper_html=_mapper_html(graph, kept, name, height, width) if interactive and nodes else "",
+    )
+
+
+def _graph_with_eps(samples: np.ndarray, size: int, settings, seed: int) -> tuple[float, str, dict]:
+    seed_eps = settings.eps.get(size)
+    if seed_eps is not None:
+        graph = mapper_graph(samples, seed_eps, settings, seed)
+        if len(graph["nodes"]) >= 2:
+            return seed_eps, f"seed default for {size}×{size} kernels", graph
+        why = f"the seed's eps = {seed_eps} gave {len(graph['nodes'])} node(s)"
+    else:
+        why = f"the seed gives no eps for {size}×{size} kernels"
+    eps = derived_eps(samples, settings.min_samples)
+    source = f"derived from the data (median {settings.min_samples}-NN distance), because {why}"
+    return eps, source, mapper_graph(samples, eps, settings, seed)
+
+
+def _explain(nodes: list[MapperNode], edges: list) -> str:
+    if not nodes:
+        return ("DBSCAN found no cluster in any cube: the kernels are spread too thinly for this eps, "
+                "so the Mapper graph is empty. The ring score still measures the cloud itself.")
+    if len(nodes) == 1:
+        return "All kernels fell into one cluster: the graph is a single node, with no structure to read."
+    if not edges:
+        return "The clusters share no kernels, so the graph has no edges: separate groups, no loop."
+    return ""
+
+
+def _mapper_html(graph: dict, samples: np.ndarray, name: str, height: int, width: int) -> str:
+    import kmapper
+
+    tooltips = np.array([_kernel_img_tag(s.reshape(height, width)) for s in samples])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return kmapper.KeplerMapper(verbose=0).visualize(
+            graph,
+            title=f"{name}: channel-wise kernels",
+            custom_tooltips=tooltips,
+            save_file=False,
+            X_names=[f"w{i}" for i in range(samples.shape[1])],
+        )
+
+
+def _kernel_img_tag(kernel: np.ndarray) -> str:
+    low, high = kernel.min(), kernel.max()
+    grey = np.zeros_like(kernel) if high <= low else (kernel - low) / (high - low)
+    image = Image.fromarray(np.round(grey * 255).astype(np.uint8)).resize(
+        (_TOOLTIP_PIXELS, _TOOLTIP_PIXELS), Image.Resampling.NEAREST
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img src="data:image/png;base64,{encoded}" width="{_TOOLTIP_PIXELS}" height="{_TOOLTIP_PIXELS}">'
+
+
+def _skipped(base: dict, reason: str) -> LayerRings:
+    return LayerRings(
+        **base, skipped=reason, kernels_sampled=0, kernels_kept=0, eps=0.0, eps_source="", nodes=[],
+        edges=[], components=0, graph_cycles=0, ring_score=0.0, second_lifetime=0.0, homology_points=0,
+        explanation="",
+    )
+
+
+@register
+class TdaRings(Analysis):
+    name = "tda_rings"
+    title = "TDA rings"
+    result_type = TdaRingsResult
+
+    def finish(self, ctx: BuildContext, consumer: None) -> TdaRingsResult:
+        settings = ctx.config.analyses.tda_rings
+        modules = dict(ctx.model.module.named_modules())
+        layers = []
+        for layer in ctx.layers:
+            weight = conv_weight(modules[layer.name]) if is_conv2d(modules[layer.name]) else None
+            if weight is not None:
+                layers.append(analyse_rings(layer.name, weight, settings, ctx.config.seed))
+        return TdaRingsResult(layers, self._control(ctx, settings))
+
+    def _control(self, ctx: BuildContext, settings) -> LayerRings | None:
+        name = first_clusterable_conv(ctx.model.module, [layer.name for layer in ctx.layers])
+        control = random_init_copy(ctx.model.module, ctx.config.seed) if name else None
+        if control is None or name is None:
+            return None
+        weight = conv_weight(dict(control.named_modules())[name])
+        assert weight is not None
+        return analyse_rings(name, weight, settings, ctx.config.seed, interactive=False)
