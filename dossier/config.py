@@ -267,4 +267,10 @@ seed: 0
 # analyses:
 #   model_card: {sample_images: 8}
 #   purity: {max_features: 2048, n_init: 4, representatives: 6}
+#   neuron_types: {border_threshold: 0.5, border_rule: either, border_activation_ratio: 1.5,
+#                  dead_epsilon: 1.0e-6, selectivity_threshold: 0.5}
+#   kernel_clusters: {max_clusters: 8, clusters: null, representatives: 3,
+#                     umap_neighbors: 30, umap_min_dist: 0.0}
+#   tda_rings: {max_kernels: 4000, density_neighbors: 100, density_drop: 0.2, cubes: 5,
+#               overlap: 0.1, eps: {3: 0.5, 5: 2.0}, min_samples: 3, homology_points: 400}
 """

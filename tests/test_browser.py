@@ -50,11 +50,14 @@ def test_every_page_loads_without_errors_or_broken_resources(sample_build: Path,
 def test_summary_table_sorts_and_links_to_layers(sample_build: Path, browser) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     page.goto((sample_build / "index.html").as_uri())
-    header = page.locator("table.summary thead th", has_text="purity")
+    header = page.locator("table.summary thead th", has_text="purity").first
     header.click()
     header.click()  # descending: the purest layer first
     first = page.locator("table.summary tbody tr").first.locator("td").nth(1).inner_text()
-    values = [float(v) for v in page.locator("table.summary tbody tr td:nth-child(9)").all_inner_texts()]
+    headers = page.locator("table.summary thead th").all_inner_texts()
+    column = [h.strip() for h in headers].index("purity") + 1
+    cells = page.locator(f"table.summary tbody tr td:nth-child({column})").all_inner_texts()
+    values = [float(v) for v in cells]
     assert values == sorted(values, reverse=True)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "index.png"), full_page=True)

@@ -91,7 +91,7 @@ def test_layers_command_prints_the_table(tiny_config: Path, cli) -> None:
 
 
 def test_help_explains_every_option(cli) -> None:
-    text = cli("build", "--help").output
+    text = " ".join(cli("build", "--help").output.split())
     for option in ("--out", "--device", "--no-pdf", "--only", "--strict"):
         assert option in text
     assert "build/<config file stem>" in text

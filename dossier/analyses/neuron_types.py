@@ -243,9 +243,12 @@ class NeuronTypes(Analysis):
             sides = stats.side_sums[name][:, u] / n
             interior = float(stats.interior_sum[name][u] / n)
             best = int(torch.argmax(sides))
-            ratio = float(sides[best] / interior) if interior > 0 else (float("inf") if sides[best] > 0 else None)
             side = SIDES[best]
-            border_a = bool(ratio is not None and ratio >= settings.border_activation_ratio and not dead)
+            if interior > 0:
+                ratio = float(sides[best] / interior)
+                border_a = ratio >= settings.border_activation_ratio and not dead
+            else:  # silent inside: any border activity makes it a border unit, the ratio is unbounded
+                border_a = bool(sides[best] > 0) and not dead
         selectivity, top = selectivity_index(class_means) if not dead else (None, None)
         return UnitType(u, dead, column, row, border_w, ratio, side, border_a, selectivity, top, None)
 

@@ -9,11 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from dossier.analyses.kernel_clusters import KernelClustersResult, LayerKernelClusters
 from dossier.analyses.model_card import ModelCardResult
+from dossier.analyses.neuron_types import LayerTypes, NeuronTypesResult
 from dossier.analyses.purity import LayerPurity, PurityResult
+from dossier.analyses.tda_rings import LayerRings, TdaRingsResult
 from dossier.layers import LayerInfo
 from dossier.provenance import Provenance
-from dossier.report.pictures import PictureWriter, class_colour, purity_by_depth_chart
+from dossier.report.pictures import (
+    PictureWriter,
+    class_colour,
+    dendrogram_and_scatter,
+    kernel_grid,
+    mapper_picture,
+    purity_by_depth_chart,
+    type_share_chart,
+)
 
 
 @dataclass(frozen=True)
@@ -54,14 +67,48 @@ class SampleView:
     predictions: list[tuple[str, float, bool]]  # class, probability, is the true class
 
 
+@dataclass(frozen=True)
+class KernelView:
+    result: LayerKernelClusters
+    figure: str | None  # dendrogram and scatter
+    kernels: str | None  # representative and sign-majority kernels
+
+
+@dataclass(frozen=True)
+class RingsView:
+    result: LayerRings
+    picture: str | None  # the static Mapper graph
+    mapper_page: str | None  # the interactive kepler-mapper page
+
+
+@dataclass(frozen=True)
+class ControlView:
+    """The first conv layer of the same architecture at random initialisation."""
+
+    kernels: KernelView | None
+    rings: RingsView | None
+
+
 @dataclass
 class LayerPage:
     info: LayerInfo
     depth: int
     filename: str
     purity: PurityView | None
+    types: LayerTypes | None = None
+    kernels: KernelView | None = None
+    rings: RingsView | None = None
+    control: ControlView | None = None
     previous: "LayerPage | None" = None
     next: "LayerPage | None" = None
+
+    @property
+    def dead_share(self) -> float | None:
+        return self.types.dead / self.types.units if self.types and self.types.border_activations is not None else None
+
+    @property
+    def border_share(self) -> float | None:
+        return self.types.border_weights / self.types.units if self.types else None
 
 
 @dataclass
@@ -81,6 +128,11 @@ class Report:
     config_dump: dict[str, Any]
     pdf_name: str | None = "dossier.pdf"
     pages: list[tuple[str, str]] = field(default_factory=list)  # (file, title) of cross-layer pages
+    neuron_types: NeuronTypesResult | None = None
+    types_chart: str | None = None
+    kernel_clusters: KernelClustersResult | None = None
+    tda_rings: TdaRingsResult | None = None
+    mapper_pages: dict[str, str] = field(default_factory=dict)  # relative path -> kepler-mapper HTML
 
     @property
     def untrained(self) -> bool:
@@ -120,7 +172,12 @@ def build_report(
     ]
     for before, after in zip(pages, pages[1:]):
         before.next, after.previous = after, before
+    mapper_pages: dict[str, str] = {}
+    _add_weight_space(pages, results, pictures, mapper_pages)
+    types: NeuronTypesResult | None = results.get("neuron_types")
     cross_layer = [("purity.html", "Purity by depth")] if purity else []
+    if types:
+        cross_layer.append(("neuron-types.html", "Neuron types by depth"))
     return Report(
         title=title,
         author=author,
@@ -134,7 +191,79 @@ def build_report(
         failures=failures,
         config_dump=config_dump,
         pages=cross_layer,
+        neuron_types=types,
+        types_chart=_types_chart(types, pictures) if types and types.layers else None,
+        kernel_clusters=results.get("kernel_clusters"),
+        tda_rings=results.get("tda_rings"),
+        mapper_pages=mapper_pages,
     )
+
+
+def _add_weight_space(
+    pages: list[LayerPage], results: dict[str, Any], pictures: PictureWriter, mapper_pages: dict[str, str]
+) -> None:
+    types: NeuronTypesResult | None = results.get("neuron_types")
+    kernels: KernelClustersResult | None = results.get("kernel_clusters")
+    rings: TdaRingsResult | None = results.get("tda_rings")
+    for page in pages:
+        name, slug = page.info.name, page.info.slug
+        page.types = types.for_layer(name) if types else None
+        entry = kernels.for_layer(name) if kernels else None
+        page.kernels = _kernel_view(entry, slug, pictures) if entry else None
+        ring = rings.for_layer(name) if rings else None
+        page.rings = _rings_view(ring, slug, pictures, mapper_pages) if ring else None
+        control_kernels = kernels.control if kernels and kernels.control and kernels.control.layer == name else None
+        control_rings = rings.control if rings and rings.control and rings.control.layer == name else None
+        if control_kernels or control_rings:
+            page.control = ControlView(
+                _kernel_view(control_kernels, f"{slug}-random-init", pictures) if control_kernels else None,
+                _rings_view(control_rings, f"{slug}-random-init", pictures, mapper_pages) if control_rings else None,
+            )
+
+
+def _kernel_view(entry: LayerKernelClusters, slug: str, pictures: PictureWriter) -> KernelView:
+    if entry.skipped:
+        return KernelView(entry, None, None)
+    figure = dendrogram_and_scatter(
+        np.array(entry.linkage), entry.clusters, np.array(entry.embedding), np.array(entry.labels), entry.embedding_method
+    )
+    rows = [
+        (f"cluster {g.cluster + 1}\n({g.size} units)", [np.array(k) for k in g.representative_kernels], np.array(g.sign_majority))
+        for g in entry.groups
+    ]
+    return KernelView(
+        entry,
+        pictures.chart(figure, f"kernels-{slug}-clusters"),
+        pictures.chart(kernel_grid(rows), f"kernels-{slug}-representatives"),
+    )
+
+
+def _rings_view(entry: LayerRings, slug: str, pictures: PictureWriter, mapper_pages: dict[str, str]) -> RingsView:
+    if entry.skipped or not entry.nodes:
+        return RingsView(entry, None, None)
+    nodes = [(n.node, n.size, np.array(n.mean_kernel)) for n in entry.nodes]
+    picture = pictures.chart(mapper_picture(nodes, entry.edges, seed=0), f"mapper-{slug}")
+    page = None
+    if entry.mapper_html:
+        page = f"assets/mapper/{slug}.html"
+        mapper_pages[page] = entry.mapper_html
+    return RingsView(entry, picture, page)
+
+
+def _types_chart(result: NeuronTypesResult, pictures: PictureWriter) -> str:
+    layers = result.layers
+    shares = {
+        "dead": [l.dead / l.units if l.border_activations is not None else None for l in layers],
+        "border-aware (weights)": [l.border_weights / l.units for l in layers],
+        "border-aware (activations)": [
+            l.border_activations / l.units if l.border_activations is not None else None for l in layers
+        ],
+        f"class-selective (SI ≥ {result.selectivity_threshold})": [
+            l.selective / l.units if l.selective is not None else None for l in layers
+        ],
+    }
+    figure = type_share_chart([l.layer for l in layers], shares)
+    return pictures.chart(figure, "neuron-types-by-depth")
 
 
 def _purity_view(

@@ -59,3 +59,111 @@ def purity_by_depth_chart(
     axes.legend(fontsize=7, ncols=4, loc="lower right")
     figure.tight_layout()
     return figure
+
+
+# The seed's kernel colour map (001, Figure 33): negative values lilac to black, positive red to white.
+KERNEL_COLOURS = matplotlib.colors.LinearSegmentedColormap.from_list(
+    "dossier_kernel",
+    [(0.0, "#000000"), (0.3, "#5b2a86"), (0.499, "#d7b8f0"), (0.501, "#8b0000"), (0.75, "#ff4040"), (1.0, "#ffffff")],
+)
+
+
+def type_share_chart(layer_names: list[str], shares: dict[str, list[float | None]]) -> plt.Figure:
+    """Each neuron type's share of a layer's units, by depth (the seed's Tables 1–4 as a picture)."""
+    width = min(11.0, max(5.5, 0.35 * len(layer_names)))
+    figure, axes = plt.subplots(figsize=(width, 3.2))
+    depth = np.arange(len(layer_names))
+    for (label, values), marker in zip(shares.items(), "os^vD"):
+        y = [np.nan if v is None else 100 * v for v in values]
+        axes.plot(depth, y, marker=marker, label=label, markersize=4)
+    _layer_axis(axes, layer_names)
+    axes.set_ylabel("% of the layer's units")
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize=7, ncols=2)
+    figure.tight_layout()
+    return figure
+
+
+def dendrogram_and_scatter(
+    linkage: np.ndarray, clusters: int, embedding: np.ndarray, labels: np.ndarray, method: str
+) -> plt.Figure:
+    """Ward dendrogram with the chosen cut, beside the 2-D embedding coloured by cluster."""
+    from scipy.cluster.hierarchy import dendrogram
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    units = len(linkage) + 1
+    dendrogram(
+        linkage, ax=left, no_labels=True, color_threshold=0, above_threshold_color="#555555",
+        truncate_mode="lastp" if units > 64 else None, p=48,
+    )
+    heights = linkage[:, 2]
+    cut = (heights[units - clusters - 1] + heights[units - clusters]) / 2 if clusters < units else heights[-1]
+    left.axhline(cut, color="#d62728", linestyle="--", linewidth=1, label=f"cut: {clusters} clusters")
+    left.set_title("Ward dendrogram", fontsize=9)
+    left.set_ylabel("merge height")
+    left.legend(fontsize=7)
+    for cluster in np.unique(labels):
+        points = embedding[labels == cluster]
+        right.scatter(points[:, 0], points[:, 1], s=14, color=CLASS_COLOURS[(2 * cluster) % 20], label=f"cluster {cluster + 1}")
+    right.set_title(method, fontsize=9)
+    right.set_xticks([])
+    right.set_yticks([])
+    right.legend(fontsize=6, markerscale=0.8, loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def kernel_grid(rows: list[tuple[str, list[np.ndarray], np.ndarray]]) -> plt.Figure:
+    """Per cluster: its representative channel-averaged kernels, then its sign-majority kernel."""
+    columns = max(len(kernels) for _, kernels, _ in rows) + 1
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns + 0.6, 1.1 * len(rows) + 0.3), squeeze=False)
+    for r, (label, kernels, signs) in enumerate(rows):
+        for c in range(columns):
+            axis = axes[r][c]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if c < len(kernels):
+                limit = float(np.abs(kernels[c]).max()) or 1.0
+                axis.imshow(kernels[c], cmap=KERNEL_COLOURS, vmin=-limit, vmax=limit)
+            elif c == columns - 1:
+                axis.imshow(signs, cmap=KERNEL_COLOURS, vmin=-1, vmax=1)
+            else:
+                axis.axis("off")
+        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    axes[0][-1].set_title("sign majority", fontsize=7)
+    figure.tight_layout(pad=0.3)
+    return figure
+
+
+def mapper_picture(nodes: list[tuple[str, int, np.ndarray]], edges: list[tuple[str, str]], seed: int) -> plt.Figure:
+    """The Mapper graph with each node drawn as its mean kernel, sized by its members (001 Fig. 37)."""
+    import networkx as nx
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    graph = nx.Graph()
+    graph.add_nodes_from(name for name, _, _ in nodes)
+    graph.add_edges_from(edges)
+    positions = nx.spring_layout(graph, seed=seed, k=1.5 / max(1, np.sqrt(len(nodes))))
+    figure, axes = plt.subplots(figsize=(6.5, 4.8))
+    for a, b in edges:
+        (x0, y0), (x1, y1) = positions[a], positions[b]
+        axes.plot([x0, x1], [y0, y1], color="#999999", linewidth=0.8, zorder=1)
+    largest = max(size for _, size, _ in nodes)
+    for name, size, kernel in nodes:
+        side = 10 + 22 * np.sqrt(size / largest)  # on-screen pixels of the node's picture
+        image = OffsetImage(kernel, cmap="gray", zoom=side / max(kernel.shape), interpolation="nearest")
+        axes.add_artist(AnnotationBbox(image, positions[name], frameon=True, pad=0.05, zorder=2))
+    xs = [p[0] for p in positions.values()]
+    ys = [p[1] for p in positions.values()]
+    axes.set_xlim(min(xs) - 0.15, max(xs) + 0.15)
+    axes.set_ylim(min(ys) - 0.15, max(ys) + 0.15)
+    axes.axis("off")
+    figure.tight_layout()
+    return figure
+
+
+def _layer_axis(axes: plt.Axes, layer_names: list[str]) -> None:
+    many = len(layer_names) > 6
+    axes.set_xticks(np.arange(len(layer_names)), layer_names, rotation=60 if many else 0, ha="right" if many else "center", fontsize=7)
+    axes.set_xlabel("layer (network order)")
+    axes.grid(alpha=0.3)
