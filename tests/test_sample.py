@@ -43,3 +43,28 @@ def test_sample_dossier(sample_build: Path) -> None:
     purity = {entry["layer"]: entry["purity"] for entry in export["analyses"]["purity"]["layers"]}
     assert purity["conv3"] > purity["input"] + 0.3  # the class becomes readable with depth
     assert (sample_build / "dossier.pdf").stat().st_size > 50_000
+
+
+def test_sample_shows_weight_space_sections_for_every_conv_layer(sample_build: Path) -> None:
+    from pypdf import PdfReader
+
+    export = json.loads((sample_build / "dossier.json").read_text())
+    convs = [layer for layer in export["layers"] if layer["type"] == "Conv2d"]
+    analyses = export["analyses"]
+    for layer in convs:
+        html = (sample_build / f"layer-{layer['slug']}.html").read_text()
+        for heading in ("Neuron types", "Kernel clusters", "TDA rings"):
+            assert f"<h2>{heading}</h2>" in html, (layer["name"], heading)
+        types = next(t for t in analyses["neuron_types"]["layers"] if t["layer"] == layer["name"])
+        assert types["units"] == layer["output_shape"][0] == len(types["rows"])
+        assert all(row["colour_blind"] is None for row in types["rows"])  # pending, not faked
+    first = convs[0]["slug"]
+    first_page = (sample_build / f"layer-{first}.html").read_text()
+    assert "Control: the same layer at random initialisation" in first_page
+    control = analyses["tda_rings"]["control"]
+    trained = analyses["tda_rings"]["layers"][0]
+    assert control["layer"] == trained["layer"] == convs[0]["name"]
+    assert f"{trained['ring_score']:.3f}" in first_page and f"{control['ring_score']:.3f}" in first_page
+    text = "".join(page.extract_text() for page in PdfReader(sample_build / "dossier.pdf").pages)
+    for heading in ("Neuron types", "Kernel clusters", "TDA rings", "Control: the same layer"):
+        assert heading in text
