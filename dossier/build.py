@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -71,9 +70,6 @@ def build(
     _check_replaceable(out_dir)
     watch = Stopwatch()
     cache_dir = cache_dir_for(out_dir)
-    # numba (under UMAP) compiles for ~15 s in every new process unless it may cache the machine
-    # code; it reads this variable once, when first imported, which happens later in this build.
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir / "numba"))
     torch_device = resolve_device(device or config.device)
     torch.manual_seed(config.seed)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -65,12 +66,16 @@ def build(
 ) -> None:
     """Build the dossier described by CONFIG_FILE (YAML; see `dossier init`)."""
     _configure_logging(verbose)
-    from dossier.build import build as run_build, default_out_dir
+    from dossier.build import build as run_build, cache_dir_for, default_out_dir
 
     config = load_config(config_file)
+    target = out_dir or default_out_dir(config_file)
+    # numba (under UMAP) compiles for ~15 s in every new process unless it may cache the machine
+    # code; it reads this variable once, when first imported, later in the build.
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir_for(target) / "numba"))
     outcome = run_build(
         config,
-        out_dir or default_out_dir(config_file),
+        target,
         device=device,
         pdf=not no_pdf,
         only=list(only) if only else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from PIL import Image
 from torch import nn
 
 from tests import tiny_models
+
+# UMAP's numba code compiles for ~25 s per process; let test runs on one machine share the result.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent.parent / ".pytest_cache" / "numba"))
 
 TINY_FACTORY = Path(tiny_models.__file__).read_text()
 
