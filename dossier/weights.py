@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dossier.layers import is_conv2d
+
 
 def conv_weight(module: nn.Module) -> np.ndarray | None:
     """A conv layer's weights as units × (C_in / groups) × kh × kw, or None if it has none."""
@@ -32,3 +34,23 @@ def random_init_copy(model: nn.Module, seed: int) -> nn.Module | None:
         if callable(reset):
             reset()
     return control.eval()
+
+
+def conv_layer_weights(model: nn.Module, names: list[str]) -> list[tuple[str, np.ndarray]]:
+    """(name, weights) of every conv layer among names, in order."""
+    modules = dict(model.named_modules())
+    found = []
+    for name in names:
+        weight = conv_weight(modules[name]) if is_conv2d(modules[name]) else None
+        if weight is not None:
+            found.append((name, weight))
+    return found
+
+
+def control_weights(model: nn.Module, names: list[str], seed: int) -> tuple[str, np.ndarray] | None:
+    """The first conv layer with spatial kernels, as it is at random initialisation."""
+    spatial = [name for name, w in conv_layer_weights(model, names) if w.shape[2] * w.shape[3] > 1]
+    control = random_init_copy(model, seed) if spatial else None
+    if control is None:
+        return None
+    return conv_layer_weights(control, spatial[:1])[0]

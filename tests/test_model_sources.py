@@ -97,7 +97,7 @@ def test_torchvision_weights_name_absent_from_the_hub_cache(tmp_path: Path, monk
     with pytest.raises(ModelError) as error:
         _load(tmp_path, text)
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    assert f"put resnet18-f37072fd.pth" in error.value.message
+    assert "put resnet18-f37072fd.pth" in error.value.message
     assert str(expected) in error.value.message
 
 

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from dossier.analyses.neuron_types import (
     _UnitStatistics,

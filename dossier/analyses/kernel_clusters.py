@@ -8,24 +8,19 @@ Representatives are the channel-averaged kernels of the units nearest each clust
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.cluster.hierarchy import linkage
+from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 from sklearn.cluster import SpectralClustering
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
-from torch import nn
 
 from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.layers import is_conv2d
-from dossier.weights import conv_weight, random_init_copy
-
-log = logging.getLogger(__name__)
+from dossier.weights import control_weights, conv_layer_weights
 
 ONE_BY_ONE_REASON = (
     "1×1 kernels hold a single weight per input channel: they mix channels (channel pooling) and "
@@ -139,7 +134,7 @@ def cluster_kernels(name: str, weight: np.ndarray, settings, seed: int) -> Layer
         k = largest_gap_clusters(heights, settings.max_clusters)
         chosen_by = f"largest gap between Ward merge heights (k ≤ {settings.max_clusters})"
     labels = spectral_labels(vectors, k, seed)
-    ward = _cut(tree, k)
+    ward = fcluster(tree, t=k, criterion="maxclust")
     embedding, method = embed_2d(vectors, settings.umap_neighbors, settings.umap_min_dist, seed)
     averaged = weight.mean(axis=1)
     groups = [_group(c, labels, vectors, averaged, settings.representatives) for c in range(k)]
@@ -156,12 +151,6 @@ def cluster_kernels(name: str, weight: np.ndarray, settings, seed: int) -> Layer
         embedding_method=method,
         groups=[g for g in groups if g.size],
     )
-
-
-def _cut(tree: np.ndarray, k: int) -> np.ndarray:
-    from scipy.cluster.hierarchy import fcluster
-
-    return fcluster(tree, t=k, criterion="maxclust")
 
 
 def _group(cluster: int, labels: np.ndarray, vectors: np.ndarray, averaged: np.ndarray, count: int) -> KernelCluster:
@@ -188,15 +177,6 @@ def _skipped(base: dict, reason: str) -> LayerKernelClusters:
     )
 
 
-def first_clusterable_conv(model: nn.Module, names: list[str]) -> str | None:
-    modules = dict(model.named_modules())
-    for name in names:
-        weight = conv_weight(modules[name]) if is_conv2d(modules[name]) else None
-        if weight is not None and weight.shape[2] * weight.shape[3] > 1:
-            return name
-    return None
-
-
 @register
 class KernelClusters(Analysis):
     name = "kernel_clusters"
@@ -205,20 +185,12 @@ class KernelClusters(Analysis):
 
     def finish(self, ctx: BuildContext, consumer: None) -> KernelClustersResult:
         settings = ctx.config.analyses.kernel_clusters
-        modules = dict(ctx.model.module.named_modules())
-        layers = []
-        for layer in ctx.layers:
-            weight = conv_weight(modules[layer.name]) if is_conv2d(modules[layer.name]) else None
-            if weight is not None:
-                log.debug("kernel clusters: %s", layer.name)
-                layers.append(cluster_kernels(layer.name, weight, settings, ctx.config.seed))
-        return KernelClustersResult(layers, self._control(ctx, settings))
-
-    def _control(self, ctx: BuildContext, settings) -> LayerKernelClusters | None:
-        name = first_clusterable_conv(ctx.model.module, [layer.name for layer in ctx.layers])
-        control = random_init_copy(ctx.model.module, ctx.config.seed) if name else None
-        if control is None or name is None:
-            return None
-        weight = conv_weight(dict(control.named_modules())[name])
-        assert weight is not None
-        return cluster_kernels(name, weight, settings, ctx.config.seed)
+        names = [layer.name for layer in ctx.layers]
+        layers = [
+            cluster_kernels(name, weight, settings, ctx.config.seed)
+            for name, weight in conv_layer_weights(ctx.model.module, names)
+        ]
+        control = control_weights(ctx.model.module, names, ctx.config.seed)
+        return KernelClustersResult(
+            layers, cluster_kernels(*control, settings, ctx.config.seed) if control else None
+        )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import warnings
 from dataclasses import dataclass, field
 
@@ -22,12 +21,9 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.analyses.kernel_clusters import ONE_BY_ONE_REASON, first_clusterable_conv
-from dossier.layers import is_conv2d
+from dossier.analyses.kernel_clusters import ONE_BY_ONE_REASON
 from dossier.results import NOT_EXPORTED
-from dossier.weights import conv_weight, random_init_copy
-
-log = logging.getLogger(__name__)
+from dossier.weights import control_weights, conv_layer_weights
 
 _TOOLTIP_PIXELS = 24
 
@@ -242,19 +238,12 @@ class TdaRings(Analysis):
 
     def finish(self, ctx: BuildContext, consumer: None) -> TdaRingsResult:
         settings = ctx.config.analyses.tda_rings
-        modules = dict(ctx.model.module.named_modules())
-        layers = []
-        for layer in ctx.layers:
-            weight = conv_weight(modules[layer.name]) if is_conv2d(modules[layer.name]) else None
-            if weight is not None:
-                layers.append(analyse_rings(layer.name, weight, settings, ctx.config.seed))
-        return TdaRingsResult(layers, self._control(ctx, settings))
-
-    def _control(self, ctx: BuildContext, settings) -> LayerRings | None:
-        name = first_clusterable_conv(ctx.model.module, [layer.name for layer in ctx.layers])
-        control = random_init_copy(ctx.model.module, ctx.config.seed) if name else None
-        if control is None or name is None:
-            return None
-        weight = conv_weight(dict(control.named_modules())[name])
-        assert weight is not None
-        return analyse_rings(name, weight, settings, ctx.config.seed, interactive=False)
+        names = [layer.name for layer in ctx.layers]
+        layers = [
+            analyse_rings(name, weight, settings, ctx.config.seed)
+            for name, weight in conv_layer_weights(ctx.model.module, names)
+        ]
+        control = control_weights(ctx.model.module, names, ctx.config.seed)
+        return TdaRingsResult(
+            layers, analyse_rings(*control, settings, ctx.config.seed, interactive=False) if control else None
+        )

@@ -51,11 +51,10 @@ def purity_by_depth_chart(
     axes.plot(depth, nmi, "s--", label="NMI", color="#2ca02c", markersize=4)
     axes.plot(depth, ari, "^:", label="ARI", color="#d62728", markersize=4)
     axes.axhline(chance, color="grey", linewidth=1, linestyle="-.", label="chance purity")
-    axes.set_xticks(depth, layer_names, rotation=60 if len(layer_names) > 6 else 0, ha="right" if len(layer_names) > 6 else "center", fontsize=7)
+    _layer_axis(axes, layer_names)
     axes.set_ylim(0, 1.02)
     axes.set_ylabel("score")
     axes.set_xlabel("layer (network order; 'input' = raw pixels)")
-    axes.grid(alpha=0.3)
     axes.legend(fontsize=7, ncols=4, loc="lower right")
     figure.tight_layout()
     return figure
