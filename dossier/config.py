@@ -130,12 +130,21 @@ class TdaRingsConfig(_Strict):
     homology_points: int = Field(400, ge=20, description="greedy-permutation subsample for ripser")
 
 
+class RelevanceConfig(_Strict):
+    per_class: int = Field(1, ge=0, description="most confident correct images explained per class")
+    mistakes: int = Field(4, ge=0, description="most confident mistakes explained")
+    tolerance: float = Field(0.01, gt=0, description="conservation tolerance: |Σ input relevance / logit − 1|")
+    top_filters: int = Field(5, ge=1, description="filters listed per class")
+    activation_maps: int = Field(4, ge=1, description="strongest channels shown per layer and image")
+
+
 class AnalysesConfig(_Strict):
     model_card: ModelCardConfig = Field(default_factory=ModelCardConfig)
     purity: PurityConfig = Field(default_factory=PurityConfig)
     neuron_types: NeuronTypesConfig = Field(default_factory=NeuronTypesConfig)
     kernel_clusters: KernelClustersConfig = Field(default_factory=KernelClustersConfig)
     tda_rings: TdaRingsConfig = Field(default_factory=TdaRingsConfig)
+    relevance: RelevanceConfig = Field(default_factory=RelevanceConfig)
 
 
 class Config(_Strict):
@@ -273,4 +282,5 @@ seed: 0
 #                     umap_neighbors: 30, umap_min_dist: 0.0}
 #   tda_rings: {max_kernels: 4000, density_neighbors: 100, density_drop: 0.2, cubes: 5,
 #               overlap: 0.1, eps: {3: 0.5, 5: 2.0}, min_samples: 3, homology_points: 400}
+#   relevance: {per_class: 1, mistakes: 4, tolerance: 0.01, top_filters: 5, activation_maps: 4}
 """

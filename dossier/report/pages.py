@@ -15,16 +15,21 @@ from dossier.analyses.kernel_clusters import KernelClustersResult, LayerKernelCl
 from dossier.analyses.model_card import ModelCardResult
 from dossier.analyses.neuron_types import LayerTypes, NeuronTypesResult
 from dossier.analyses.purity import LayerPurity, PurityResult
+from dossier.analyses.relevance import ExplainedImage, LayerRanking, RelevanceResult
 from dossier.analyses.tda_rings import LayerRings, TdaRingsResult
 from dossier.layers import LayerInfo
 from dossier.provenance import Provenance
 from dossier.report.pictures import (
     PictureWriter,
     class_colour,
+    cumulative_curve,
     dendrogram_and_scatter,
+    grey_map,
     kernel_grid,
     mapper_picture,
+    overlay,
     purity_by_depth_chart,
+    signed_heatmap,
     type_share_chart,
 )
 
@@ -89,6 +94,30 @@ class ControlView:
     rings: RingsView | None
 
 
+@dataclass(frozen=True)
+class ExplainedView:
+    result: ExplainedImage
+    anchor: str
+    picture: str
+    heatmap: str  # LRP relevance over the image
+    gradcam: str | None
+    true_heatmap: str | None  # for a mistake: relevance for the true class
+
+
+@dataclass(frozen=True)
+class LayerImageRow:
+    image: ExplainedView
+    heatmap: str  # this layer's relevance, summed over channels
+    activations: list[tuple[int, str]]  # (channel, picture) of the strongest channels
+
+
+@dataclass(frozen=True)
+class LayerRelevanceView:
+    ranking: LayerRanking
+    curve: str
+    rows: list[LayerImageRow]
+
+
 @dataclass
 class LayerPage:
     info: LayerInfo
@@ -99,6 +128,7 @@ class LayerPage:
     kernels: KernelView | None = None
     rings: RingsView | None = None
     control: ControlView | None = None
+    relevance: LayerRelevanceView | None = None
     previous: "LayerPage | None" = None
     next: "LayerPage | None" = None
 
@@ -133,6 +163,8 @@ class Report:
     kernel_clusters: KernelClustersResult | None = None
     tda_rings: TdaRingsResult | None = None
     mapper_pages: dict[str, str] = field(default_factory=dict)  # relative path -> kepler-mapper HTML
+    relevance: RelevanceResult | None = None
+    explained: list[ExplainedView] = field(default_factory=list)
 
     @property
     def untrained(self) -> bool:
@@ -174,10 +206,16 @@ def build_report(
         before.next, after.previous = after, before
     mapper_pages: dict[str, str] = {}
     _add_weight_space(pages, results, pictures, mapper_pages)
+    relevance: RelevanceResult | None = results.get("relevance")
+    explained = _explained_views(relevance, pictures) if relevance else []
+    if relevance:
+        _add_layer_relevance(pages, relevance, explained, pictures)
     types: NeuronTypesResult | None = results.get("neuron_types")
     cross_layer = [("purity.html", "Purity by depth")] if purity else []
     if types:
         cross_layer.append(("neuron-types.html", "Neuron types by depth"))
+    if relevance:
+        cross_layer.append(("relevance.html", "Relevance heatmaps"))
     return Report(
         title=title,
         author=author,
@@ -196,7 +234,51 @@ def build_report(
         kernel_clusters=results.get("kernel_clusters"),
         tda_rings=results.get("tda_rings"),
         mapper_pages=mapper_pages,
+        relevance=relevance,
+        explained=explained,
     )
+
+
+def _explained_views(result: RelevanceResult, pictures: PictureWriter) -> list[ExplainedView]:
+    views = []
+    for n, image in enumerate(result.images):
+        stem = f"relevance-{n}"
+        views.append(
+            ExplainedView(
+                result=image,
+                anchor=f"image-{n}",
+                picture=pictures.image(image.thumbnail, f"{stem}-image"),
+                heatmap=pictures.image(overlay(image.thumbnail, image.heatmap), f"{stem}-lrp"),
+                gradcam=pictures.image(overlay(image.thumbnail, image.gradcam, signed=False), f"{stem}-gradcam")
+                if image.gradcam is not None else None,
+                true_heatmap=pictures.image(overlay(image.thumbnail, image.true_heatmap), f"{stem}-lrp-true")
+                if image.true_heatmap is not None else None,
+            )
+        )
+    return views
+
+
+def _add_layer_relevance(
+    pages: list[LayerPage], result: RelevanceResult, explained: list[ExplainedView], pictures: PictureWriter
+) -> None:
+    for page in pages:
+        ranking = result.ranking_for(page.info.name)
+        if ranking is None:
+            continue
+        slug = page.info.slug
+        rows = []
+        for n, view in enumerate(explained):
+            image = view.result
+            size = image.thumbnail.shape[:2]
+            heatmap = pictures.image(signed_heatmap(image.layer_heatmaps[page.info.name], size), f"relevance-{slug}-{n}")
+            maps = image.activation_maps[page.info.name]
+            activations = [
+                (channel, pictures.image(grey_map(values, size), f"activation-{slug}-{n}-{channel}"))
+                for channel, values in zip(maps.channels, maps.maps)
+            ]
+            rows.append(LayerImageRow(view, heatmap, activations))
+        curve = pictures.chart(cumulative_curve(ranking.cumulative, page.info.name), f"relevance-{slug}-curve")
+        page.relevance = LayerRelevanceView(ranking, curve, rows)
 
 
 def _add_weight_space(

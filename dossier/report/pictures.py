@@ -166,3 +166,51 @@ def _layer_axis(axes: plt.Axes, layer_names: list[str]) -> None:
     axes.set_xticks(np.arange(len(layer_names)), layer_names, rotation=60 if many else 0, ha="right" if many else "center", fontsize=7)
     axes.set_xlabel("layer (network order)")
     axes.grid(alpha=0.3)
+
+
+def signed_heatmap(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Relevance as colours: scaled by its largest magnitude to 0–255, red positive, blue negative."""
+    limit = float(np.abs(values).max()) or 1.0
+    rgb = plt.get_cmap("bwr")((values / limit + 1) / 2)[..., :3]
+    return _resize_nearest(np.round(rgb * 255).astype(np.uint8), size)
+
+
+def overlay(thumbnail: np.ndarray, values: np.ndarray, signed: bool = True) -> np.ndarray:
+    """A heatmap blended over the grey image, at the thumbnail's size."""
+    size = thumbnail.shape[:2]
+    grey = thumbnail.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    if signed:
+        colours = signed_heatmap(values, size).astype(float)
+        strength = np.abs(values) / (float(np.abs(values).max()) or 1.0)
+    else:
+        colours = np.round(plt.get_cmap("jet")(values)[..., :3] * 255)
+        colours = _resize_nearest(colours.astype(np.uint8), size).astype(float)
+        strength = values
+    alpha = 0.25 + 0.6 * _resize_nearest(strength[..., None], size)
+    return np.round(grey * (1 - alpha) + colours * alpha).astype(np.uint8)
+
+
+def grey_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return _resize_nearest(values.astype(np.uint8)[..., None], size)
+
+
+def cumulative_curve(cumulative: list[float], layer: str) -> plt.Figure:
+    """Share of the layer's relevance carried by its top-n filters (004 Fig. 4.23)."""
+    figure, axes = plt.subplots(figsize=(4.6, 2.6))
+    ranks = np.arange(1, len(cumulative) + 1)
+    axes.plot(ranks, np.array(cumulative) * 100, color="#1f77b4")
+    axes.axhline(50, color="grey", linewidth=0.8, linestyle=":")
+    axes.axhline(90, color="grey", linewidth=0.8, linestyle=":")
+    axes.set_xlabel(f"top-n filters of {layer}, most relevant first")
+    axes.set_ylabel("% of relevance")
+    axes.set_ylim(0, 102)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def _resize_nearest(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    rows = (np.arange(size[0]) * height // size[0]).clip(0, height - 1)
+    cols = (np.arange(size[1]) * width // size[1]).clip(0, width - 1)
+    return pixels[rows][:, cols]

@@ -1,0 +1,371 @@
+"""Relevance heatmaps (METHODS §5; seed 004 §2.5.5–2.5.6, §3.3–3.5, §4.2–4.4).
+
+Deep Taylor decomposition through zennit: z⁺ in hidden conv and dense layers, z^B at the input
+with bounds from the input normalisation, BatchNorm merged into the conv it follows, residual
+additions split in proportion to their inputs. Biases are left out of the z-rules, so relevance is
+conserved layer by layer; the conservation ratio is reported per image, never assumed. Grad-CAM on
+the last conv layer is a second lens; activation maps show each layer's strongest channels.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+from zennit.canonizers import NamedMergeBatchNorm
+from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
+from zennit.layer import Sum
+from zennit.rules import ZBox, ZPlus
+from zennit.types import Convolution
+
+from dossier.analyses.base import Analysis, BuildContext, register
+from dossier.analyses.neuron_types import following_batchnorm
+from dossier.capture import Batch, recording
+from dossier.results import NOT_EXPORTED
+from dossier.thumbnails import thumbnails
+
+log = logging.getLogger(__name__)
+
+RULES = "z⁺ (biases left out) in hidden conv and dense layers, z^B at the input, BatchNorm merged"
+_MAP_PIXELS = 64  # stored heatmaps and activation maps are at most this large
+_ADDITIONS = (operator.add, operator.iadd, torch.add)
+
+
+@dataclass(frozen=True)
+class ActivationMaps:
+    channels: list[int]
+    means: list[float]
+    maps: np.ndarray = field(metadata=NOT_EXPORTED)  # N × h × w, each scaled by its max to 0–255
+
+
+@dataclass(frozen=True)
+class ExplainedImage:
+    index: int
+    name: str
+    label: int
+    predicted: int
+    confidence: float
+    logit: float  # the explained logit (predicted class)
+    relevance_sum: float  # input relevance, summed
+    conservation: float | None  # relevance_sum / logit; None when the logit is 0
+    true_conservation: float | None  # for a mistake: the same for the true class
+    filter_relevance: dict[str, list[float]]  # per conv layer: relevance summed over each channel
+    thumbnail: np.ndarray = field(metadata=NOT_EXPORTED)
+    heatmap: np.ndarray = field(metadata=NOT_EXPORTED)  # input relevance, H × W
+    true_heatmap: np.ndarray | None = field(metadata=NOT_EXPORTED)
+    gradcam: np.ndarray | None = field(metadata=NOT_EXPORTED)
+    layer_heatmaps: dict[str, np.ndarray] = field(metadata=NOT_EXPORTED)
+    activation_maps: dict[str, ActivationMaps] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> bool:
+        return self.label == self.predicted
+
+
+@dataclass(frozen=True)
+class LayerRanking:
+    layer: str
+    ranking: list[int]  # filters, most relevant first
+    scores: list[float]  # mean share of the layer's relevance, in ranking order
+    cumulative: list[float]  # cumulative share, in ranking order
+    per_class: dict[int, list[int]]  # class -> its most relevant filters
+
+
+@dataclass(frozen=True)
+class RelevanceResult:
+    rules: str
+    residuals: str  # how additions were handled
+    tolerance: float
+    gradcam_layer: str | None
+    images: list[ExplainedImage]
+    rankings: list[LayerRanking]
+
+    def ranking_for(self, layer: str) -> LayerRanking | None:
+        return next((r for r in self.rankings if r.layer == layer), None)
+
+    @property
+    def outside_tolerance(self) -> int:
+        return sum(
+            image.conservation is None or abs(image.conservation - 1) > self.tolerance for image in self.images
+        )
+
+
+def split_residual_additions(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, int]:
+    """A traced copy of model whose tensor additions are zennit Sum modules, and how many there were.
+
+    Autograd copies the relevance arriving at `a + b` to both inputs, doubling it; a Sum module
+    with zennit's Norm rule splits it in proportion to a and b instead. torch.fx finds the
+    additions in any traceable model, so no per-architecture canonizer is needed.
+    """
+    graph_module = fx.symbolic_trace(model)
+    ShapeProp(graph_module).propagate(example)
+    count = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_function" or node.target not in _ADDITIONS or len(node.args) != 2:
+            continue
+        left, right = node.args
+        if not all(isinstance(a, fx.Node) and "tensor_meta" in a.meta for a in (left, right)):
+            continue
+        if left.meta["tensor_meta"].shape != right.meta["tensor_meta"].shape:
+            continue
+        name = f"dossier_residual_sum_{count}"
+        graph_module.add_submodule(name, Sum(dim=-1))
+        with graph_module.graph.inserting_before(node):
+            stacked = graph_module.graph.call_function(torch.stack, ((left, right),), {"dim": -1})
+            summed = graph_module.graph.call_module(name, (stacked,))
+        node.replace_all_uses_with(summed)
+        graph_module.graph.erase_node(node)
+        count += 1
+    graph_module.recompile()
+    return graph_module, count
+
+
+def input_bounds(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised values of pixel 0 and pixel 1 per channel: the z^B box."""
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return (0 - m) / s, (1 - m) / s
+
+
+def deep_taylor_composite(model: nn.Module, conv_names: list[str], input_size, mean, std, device) -> SpecialFirstLayerMapComposite:
+    low, high = input_bounds(mean, std)
+    box = ZBox(low.to(device), high.to(device), zero_params=["bias"])
+    merges = [([conv], bn) for conv, (bn, _) in following_batchnorm(model, conv_names, input_size, device).items()]
+    return SpecialFirstLayerMapComposite(
+        layer_map=layer_map_base() + [
+            (Convolution, ZPlus(zero_params=["bias"])),
+            (nn.Linear, ZPlus(zero_params=["bias"])),
+        ],
+        # z^B belongs to whichever layer sees the pixels first, conv or dense.
+        first_map=[(Convolution, box), (nn.Linear, box)],
+        canonizers=[NamedMergeBatchNorm(merges)] if merges else [],
+    )
+
+
+def relevance_pass(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layers: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """(explained logits, input relevance, relevance at each layer's output) for the targets.
+
+    The composite must already be registered on model (`with composite.context(model)`)."""
+    layer_relevance: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+
+    def keep_relevance(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            output.register_hook(lambda grad: layer_relevance.__setitem__(name, grad.detach()))
+
+        return hook
+
+    handles = [modules[name].register_forward_hook(keep_relevance(name)) for name in layers]
+    try:
+        x = images.clone().requires_grad_(True)
+        logits = model(x)
+        chosen = F.one_hot(targets, logits.shape[1]).to(logits) * logits
+        (relevance,) = torch.autograd.grad(logits, x, grad_outputs=chosen.detach())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits.gather(1, targets[:, None])[:, 0].detach(), relevance.detach(), layer_relevance
+
+
+def logits_and_relevance_for(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(images) == 0:
+        return torch.zeros(0), torch.zeros(0, *images.shape[1:])
+    logits, relevance, _ = relevance_pass(model, images, targets, [])
+    return logits, relevance
+
+
+def grad_cam(model: nn.Module, layer: str, images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017) at `layer`, upsampled to the input size, scaled to [0, 1]."""
+    module = dict(model.named_modules())[layer]
+    kept: dict[str, torch.Tensor] = {}
+
+    def hook(_m: nn.Module, _i: tuple, output: torch.Tensor) -> None:
+        kept["a"] = output
+        output.retain_grad()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        logits = model(images)
+        logits.gather(1, targets[:, None]).sum().backward()
+    finally:
+        handle.remove()
+    activation = kept["a"]
+    weights = activation.grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * activation).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=images.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(dim=1).clamp(min=1e-12)[:, None, None]
+    model.zero_grad(set_to_none=True)
+    return (cam / peak).detach().cpu().numpy()
+
+
+def _small(maps: torch.Tensor) -> np.ndarray:
+    """N × H × W maps pooled down to at most _MAP_PIXELS on a side (relevance sums are kept)."""
+    height, width = maps.shape[-2:]
+    factor = max(1, -(-max(height, width) // _MAP_PIXELS))
+    if factor > 1:
+        maps = F.avg_pool2d(maps[:, None], factor, ceil_mode=True)[:, 0] * factor * factor
+    return maps.float().cpu().numpy()
+
+
+class _Predictions:
+    def __init__(self) -> None:
+        self.indices: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.predicted: list[np.ndarray] = []
+        self.confidence: list[np.ndarray] = []
+
+    def update(self, batch: Batch) -> None:
+        probabilities = torch.softmax(batch.logits.float(), dim=1)
+        confidence, predicted = probabilities.max(dim=1)
+        self.indices.append(batch.indices.cpu().numpy())
+        self.labels.append(batch.labels.cpu().numpy())
+        self.predicted.append(predicted.cpu().numpy())
+        self.confidence.append(confidence.cpu().numpy())
+
+
+def select_images(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, per_class: int, mistakes: int) -> np.ndarray:
+    """Rows: the most confident correct images of each class, then the most confident mistakes."""
+    chosen = []
+    for c in np.unique(labels):
+        right = np.flatnonzero((labels == c) & (predicted == c))
+        chosen += list(right[np.argsort(-confidence[right], kind="stable")][:per_class])
+    wrong = np.flatnonzero(labels != predicted)
+    chosen += list(wrong[np.argsort(-confidence[wrong], kind="stable")][:mistakes])
+    return np.array(chosen, dtype=np.int64)
+
+
+@register
+class Relevance(Analysis):
+    name = "relevance"
+    title = "Relevance heatmaps"
+    result_type = RelevanceResult
+
+    def consumer(self, ctx: BuildContext) -> _Predictions | None:
+        return None if ctx.model.scripted else _Predictions()
+
+    def finish(self, ctx: BuildContext, consumer: _Predictions | None) -> RelevanceResult:
+        settings = ctx.config.analyses.relevance
+        if consumer is None:
+            raise ValueError("relevance needs forward hooks, which TorchScript models do not support")
+        indices = np.concatenate(consumer.indices)
+        labels, predicted = np.concatenate(consumer.labels), np.concatenate(consumer.predicted)
+        confidence = np.concatenate(consumer.confidence)
+        rows = select_images(labels, predicted, confidence, settings.per_class, settings.mistakes)
+        convs = [l.name for l in ctx.recorded_layers if l.type == "Conv2d"]
+        images = torch.stack([ctx.dataset[int(indices[r])][0] for r in rows]).to(ctx.device)
+        model, residuals = self._traceable(ctx, images[:1])
+        composite = deep_taylor_composite(
+            model, convs, ctx.config.model.input_size, ctx.config.model.channel_mean,
+            ctx.config.model.channel_std, ctx.device,
+        )
+        explained = self._explain(ctx, model, composite, images, indices[rows], labels[rows], predicted[rows],
+                                  confidence[rows], convs, settings)
+        return RelevanceResult(
+            rules=RULES,
+            residuals=residuals,
+            tolerance=settings.tolerance,
+            gradcam_layer=convs[-1] if convs else None,
+            images=explained,
+            rankings=[_ranking(layer, explained, settings.top_filters) for layer in convs],
+        )
+
+    def _traceable(self, ctx: BuildContext, example: torch.Tensor) -> tuple[nn.Module, str]:
+        try:
+            model, count = split_residual_additions(ctx.model.module, example)
+        except Exception as exc:  # torch.fx cannot trace every model (data-dependent control flow)
+            log.warning("relevance: the model cannot be traced (%s); additions are not split", exc)
+            return ctx.model.module, f"not split: the model cannot be traced by torch.fx ({type(exc).__name__})"
+        return model, f"{count} tensor addition(s) split in proportion to their inputs (zennit Norm rule)"
+
+    def _explain(self, ctx, model, composite, images, indices, labels, predicted, confidence, convs, settings):
+        batch = ctx.config.batch_size
+        targets = torch.from_numpy(predicted).to(ctx.device)
+        truths = torch.from_numpy(labels).to(ctx.device)
+        parts: dict[str, list] = {"logit": [], "input": [], "layers": []}
+        wrong = np.flatnonzero(labels != predicted)
+        with composite.context(model) as modified:  # registered once for every batch of the build
+            for start in range(0, len(images), batch):
+                x = images[start : start + batch]
+                logit, relevance, layers = relevance_pass(modified, x, targets[start : start + batch], convs)
+                parts["logit"].append(logit)
+                parts["input"].append(relevance.sum(dim=1))
+                parts["layers"].append(layers)
+            # Mistakes only: the relevance for the class the model should have said.
+            true_logits, true_relevance = logits_and_relevance_for(modified, images[wrong], truths[wrong])
+        true_of = {int(row): k for k, row in enumerate(wrong)}
+        cams = grad_cam(ctx.model.module, convs[-1], images, targets) if convs else None
+        with torch.no_grad(), recording(ctx.model.module, convs) as outputs:
+            ctx.model.module(images)
+            activations = dict(outputs)
+        logits, inputs = torch.cat(parts["logit"]), torch.cat(parts["input"])
+        true_inputs = true_relevance.sum(dim=1)
+        layer_maps = {name: torch.cat([p[name] for p in parts["layers"]]) for name in convs}
+        _, pictures = thumbnails(ctx.dataset, [int(i) for i in indices])
+        explained = []
+        for n in range(len(images)):
+            k = true_of.get(n)
+            total = float(inputs[n].sum())
+            explained.append(
+                ExplainedImage(
+                    index=int(indices[n]),
+                    name=ctx.dataset.names[int(indices[n])],
+                    label=int(labels[n]),
+                    predicted=int(predicted[n]),
+                    confidence=float(confidence[n]),
+                    logit=float(logits[n]),
+                    relevance_sum=total,
+                    conservation=_ratio(total, float(logits[n])),
+                    true_conservation=_ratio(float(true_inputs[k].sum()), float(true_logits[k])) if k is not None else None,
+                    filter_relevance={l: layer_maps[l][n].sum(dim=(1, 2)).tolist() for l in convs},
+                    thumbnail=pictures[n],
+                    heatmap=inputs[n].cpu().numpy(),
+                    true_heatmap=true_inputs[k].cpu().numpy() if k is not None else None,
+                    gradcam=cams[n] if cams is not None else None,
+                    layer_heatmaps={l: _small(layer_maps[l][n].sum(dim=0)[None])[0] for l in convs},
+                    activation_maps={l: _top_channels(activations[l][n], settings.activation_maps) for l in convs},
+                )
+            )
+        return explained
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole != 0 else None
+
+
+def _top_channels(activation: torch.Tensor, count: int) -> ActivationMaps:
+    means = activation.mean(dim=(1, 2))
+    top = torch.argsort(means, descending=True)[:count]
+    maps = activation[top].clamp(min=0)
+    peak = maps.flatten(1).amax(dim=1).clamp(min=1e-12)[:, None, None]
+    scaled = _small(maps / peak * 255.0).clip(0, 255).round().astype(np.uint8)
+    return ActivationMaps(channels=top.tolist(), means=means[top].tolist(), maps=scaled)
+
+
+def _ranking(layer: str, images: list[ExplainedImage], top: int) -> LayerRanking:
+    shares = []
+    for image in images:
+        scores = np.array(image.filter_relevance[layer])
+        total = scores.sum()
+        shares.append(scores / total if total != 0 else np.zeros_like(scores))
+    mean = np.mean(shares, axis=0)
+    order = np.argsort(-mean, kind="stable")
+    per_class = {}
+    for label in sorted({image.label for image in images}):
+        members = [s for s, image in zip(shares, images) if image.label == label and image.correct]
+        if members:
+            per_class[label] = np.argsort(-np.mean(members, axis=0), kind="stable")[:top].tolist()
+    return LayerRanking(
+        layer=layer,
+        ranking=order.tolist(),
+        scores=mean[order].tolist(),
+        cumulative=np.cumsum(mean[order]).tolist(),
+        per_class=per_class,
+    )

@@ -1,0 +1,156 @@
+"""Relevance: conservation, positivity, a hand-worked network, a left-looking model, no leftover hooks."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from dossier.analyses.relevance import (
+    deep_taylor_composite,
+    relevance_pass,
+    select_images,
+    split_residual_additions,
+)
+from dossier.sample import DigitsCNN
+
+CPU = torch.device("cpu")
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def _explain(model: nn.Module, x: torch.Tensor, convs: list[str], layers: list[str] = ()):
+    traced, _ = split_residual_additions(model, x[:1])
+    composite = deep_taylor_composite(traced, convs, tuple(x.shape[1:]), MEAN[: x.shape[1]], STD[: x.shape[1]], CPU)
+    targets = model(x).argmax(dim=1)
+    with composite.context(traced) as modified:
+        return relevance_pass(modified, x, targets, list(layers))
+
+
+def _calibrated(model: nn.Module) -> nn.Module:
+    """Random weights with BatchNorm statistics from data, so BN is not the identity."""
+    torch.manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32))
+    return model.eval()
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+def test_conservation_through_batchnorm_and_a_residual_block() -> None:
+    model = _calibrated(DigitsCNN())
+    x = torch.randn(6, 3, 32, 32).clamp(-2, 2)
+    convs = ["conv1", "conv2", "block.conv1", "block.conv2", "conv3"]
+    logits, relevance, layers = _explain(model, x, convs, convs)
+    ratio = relevance.sum(dim=(1, 2, 3)) / logits
+    assert torch.allclose(ratio, torch.ones_like(ratio), atol=0.01), ratio
+    for name in ("conv3", "conv2"):
+        assert torch.allclose(layers[name].sum(dim=(1, 2, 3)) / logits, torch.ones(6), atol=0.01), name
+    assert _hooks(model) == 0
+
+
+def test_resnet18_additions_are_found_and_conserved() -> None:
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    traced, count = split_residual_additions(model, x[:1])
+    assert count == 8
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    logits, relevance, _ = _explain(model, x, convs)
+    assert torch.allclose(relevance.sum(dim=(1, 2, 3)) / logits, torch.ones(2), atol=0.01)
+    assert torch.allclose(traced(x), model(x), atol=1e-5)
+
+
+def test_hidden_relevance_is_non_negative() -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 4),
+    ).eval()
+    x = torch.randn(5, 3, 12, 12)
+    logits, _, layers = _explain(model, x, ["0", "2"], ["0", "2"])
+    positive = logits > 0
+    assert positive.any()
+    for name in ("0", "2"):
+        assert (layers[name][positive] >= -1e-7).all(), name
+
+
+def test_agrees_with_a_two_layer_network_worked_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    w1, b1 = rng.normal(size=(4, 6)), np.abs(rng.normal(size=4))  # positive biases: live hidden units
+    w2, b2 = rng.normal(size=(3, 4)) + 0.5, rng.normal(size=3)
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)).double().eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(w1)); model[0].bias.copy_(torch.from_numpy(b1))
+        model[2].weight.copy_(torch.from_numpy(w2)); model[2].bias.copy_(torch.from_numpy(b2))
+    x = rng.uniform(-1, 1, size=6)
+    low, high = -np.ones(6), np.ones(6)
+
+    # By hand: z+ at the output layer (bias left out), z^B at the input layer.
+    hidden = np.maximum(w1 @ x + b1, 0)
+    logits = w2 @ hidden + b2
+    target = int(np.argmax(logits))
+    z = hidden * np.clip(w2[target], 0, None)
+    r_hidden = z / z.sum() * logits[target]
+    r_input = np.zeros(6)
+    for j in range(4):
+        contributions = x * w1[j] - low * np.clip(w1[j], 0, None) - high * np.clip(w1[j], None, 0)
+        r_input += contributions / contributions.sum() * r_hidden[j]
+
+    from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
+    from zennit.rules import ZBox, ZPlus
+
+    composite = SpecialFirstLayerMapComposite(
+        layer_map=layer_map_base() + [(nn.Linear, ZPlus(zero_params=["bias"]))],
+        first_map=[(nn.Linear, ZBox(-1.0, 1.0, zero_params=["bias"]))],  # the box of low, high above
+    )
+    with composite.context(model) as modified:
+        _, relevance, _ = relevance_pass(modified, torch.from_numpy(x)[None], torch.tensor([target]), [])
+    assert np.allclose(relevance[0].numpy(), r_input, atol=1e-5)
+    assert r_input.sum() == pytest.approx(logits[target])
+
+
+def test_a_model_looking_at_the_left_half_gets_its_relevance_there() -> None:
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    head = nn.Linear(2 * 16 * 16, 2)
+    with torch.no_grad():
+        conv.weight.uniform_(0.1, 1.0)
+        conv.bias.zero_()
+        mask = torch.zeros(2, 16, 16)
+        mask[:, :, :8] = 1  # only the left half of the feature map reaches the classifier
+        head.weight.copy_(torch.rand(2, 2 * 16 * 16) * mask.flatten())
+        head.bias.zero_()
+    model = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), head).eval()
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    traced, _ = split_residual_additions(model, x[:1])
+    composite = deep_taylor_composite(traced, ["0"], (1, 16, 16), (0.5,), (0.5,), CPU)
+    with composite.context(traced) as modified:
+        _, relevance, _ = relevance_pass(modified, x, model(x).argmax(1), [])
+    left = relevance[..., :8].abs().sum(dim=(1, 2, 3))
+    total = relevance.abs().sum(dim=(1, 2, 3))
+    assert (left / total >= 0.95).all(), left / total
+
+
+def test_image_selection_takes_confident_correct_images_and_mistakes() -> None:
+    labels = np.array([0, 0, 1, 1, 1, 0])
+    predicted = np.array([0, 0, 1, 0, 1, 1])
+    confidence = np.array([0.6, 0.9, 0.7, 0.99, 0.8, 0.5])
+    rows = select_images(labels, predicted, confidence, per_class=1, mistakes=1)
+    assert rows.tolist() == [1, 4, 3]
+
+
+def test_analysis_on_a_model_without_mistakes_leaves_no_hooks(project, cli) -> None:
+    import json
+
+    from tests.conftest import TINY_CONFIG, write_config
+
+    config = write_config(project, TINY_CONFIG.replace("data:", "analyses: {relevance: {mistakes: 0}}\ndata:"))
+    out = project / "out"
+    assert cli("build", config, "--out", out, "--no-pdf", "--only", "relevance").exit_code == 0
+    result = json.loads((out / "dossier.json").read_text())["analyses"]["relevance"]
+    assert all(image["label"] == image["predicted"] for image in result["images"])
+    assert all(abs(image["conservation"] - 1) < 0.01 for image in result["images"])
+    assert [r["layer"] for r in result["rankings"]] == ["conv1", "conv2"]
+    assert "Relevance" in (out / "layer-conv2.html").read_text()
