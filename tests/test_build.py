@@ -82,6 +82,7 @@ def test_exported_numbers_match_an_independent_computation(tiny_config: Path, cl
 
 
 def test_pdf_has_cover_outline_and_page_numbers(tiny_config: Path, cli) -> None:
+    tiny_config.write_text(TINY_CONFIG.replace("title: Tiny test model", "title: Tiny test model\nauthor: Audit <team>"))
     out = tiny_config.parent / "out"
     assert cli("build", tiny_config, "--out", out).exit_code == 0
     reader = PdfReader(out / "dossier.pdf")
@@ -101,6 +102,14 @@ def test_pdf_has_cover_outline_and_page_numbers(tiny_config: Path, cli) -> None:
         assert any(layer in title for title in bookmarks), bookmarks
     assert "Model card" in bookmarks and any("Appendix" in t for t in bookmarks)
     assert reader.metadata.title == "Tiny test model"
+    assert reader.metadata.author == "Audit <team>"
+    assert "interpretability" in reader.metadata["/Keywords"]
+    assert reader.metadata.creation_date is not None
+    cover = reader.pages[0].extract_text()
+    export = _export(out)
+    assert export["provenance"]["weights_sha256"] in cover.replace("\n", "")
+    assert export["provenance"]["data_sha256"][:16] in cover.replace("\n", "")
+    assert "Audit <team>" in cover
     toc = reader.pages[1].extract_text()
     assert re.search(r"Model card\W+3", toc), toc
 

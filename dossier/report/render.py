@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 
 from dossier.report.pages import Report
+from dossier.report.search import search_script
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def write_site(report: Report, root: Path) -> list[Path]:
             (assets / "vendor" / name).write_bytes(static.joinpath("vendor", name).read_bytes())
         for relative, html in report.mapper_pages.items():
             (root / relative).write_text(offline_mapper_html(html), encoding="utf-8")
+    (assets / "search-index.js").write_text(search_script(report), encoding="utf-8")
     # GitHub Pages would otherwise run Jekyll, which hides files and folders starting with _.
     (root / ".nojekyll").write_text("", encoding="utf-8")
     pages: list[tuple[str, str, dict[str, Any]]] = [
