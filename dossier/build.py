@@ -22,7 +22,7 @@ from dossier.errors import DataError, DossierError
 from dossier.layers import discover_layers
 from dossier.model_source import resolve_device, load_model
 from dossier.provenance import Provenance, Stopwatch, environment, package_versions
-from dossier.report.pages import build_report
+from dossier.report.pages import build_report, finding
 from dossier.report.pictures import PictureWriter
 from dossier.report.render import write_export, write_pdf, write_site
 
@@ -163,6 +163,7 @@ def compute_results(
                 ctx.config.batch_size,
                 list(feeding.values()),
                 logits_layer=_logits_layer(ctx),
+                inputs_of=[ctx.classifier] if ctx.classifier else [],
             )
         if seen == 0:
             raise DataError(f"data: none of the {len(ctx.dataset)} images could be read")
@@ -243,6 +244,9 @@ def export_document(config: Config, provenance: Provenance, layers, computed: Co
         ],
         "analyses": {name: results_io.to_export(result) for name, result in computed.results.items()},
         "failures": computed.failures,
+        "finding": finding(
+            computed.results.get("purity"), computed.results.get("probes"), computed.results.get("translation")
+        ),
     }
 
 

@@ -19,9 +19,17 @@ from tqdm import tqdm
 from dossier.data import ImageSet, collate_readable
 
 
+def input_key(name: str) -> str:
+    """Where recording() keeps the input of a module named in `inputs_of`."""
+    return f"{name} (input)"
+
+
 @contextmanager
-def recording(model: nn.Module, layer_names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the output of each named module into the yielded dict on every forward pass."""
+def recording(
+    model: nn.Module, layer_names: Sequence[str], inputs_of: Sequence[str] = ()
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the output of each named module (and the input of each in `inputs_of`, under
+    input_key(name)) into the yielded dict on every forward pass."""
     modules = dict(model.named_modules())
     outputs: dict[str, torch.Tensor] = {}
     handles = []
@@ -32,9 +40,17 @@ def recording(model: nn.Module, layer_names: Sequence[str]) -> Iterator[dict[str
 
         return store
 
+    def input_hook_for(name: str):
+        def store(_module: nn.Module, inputs: tuple) -> None:
+            outputs[input_key(name)] = inputs[0].detach()
+
+        return store
+
     try:
         for name in layer_names:
             handles.append(modules[name].register_forward_hook(hook_for(name)))
+        for name in inputs_of:
+            handles.append(modules[name].register_forward_pre_hook(input_hook_for(name)))
         yield outputs
     finally:
         for handle in handles:
@@ -64,6 +80,7 @@ def data_pass(
     batch_size: int,
     consumers: Sequence[Consumer],
     logits_layer: str | None = None,
+    inputs_of: Sequence[str] = (),
 ) -> int:
     """Run the model over the data set once, feeding every consumer; return the images seen.
 
@@ -73,7 +90,7 @@ def data_pass(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_readable)
     seen = 0
     hooked = [name for name in layer_names if name != logits_layer]
-    with torch.inference_mode(), recording(model, hooked) as outputs:
+    with torch.inference_mode(), recording(model, hooked, inputs_of) as outputs:
         for item in tqdm(loader, desc="data pass", unit="batch", leave=False):
             if item is None:
                 continue

@@ -138,6 +138,32 @@ class RelevanceConfig(_Strict):
     activation_maps: int = Field(4, ge=1, description="strongest channels shown per layer and image")
 
 
+class CommuteConfig(_Strict):
+    sample: int = Field(2000, ge=10, description="class-balanced images (dense path: memory n², time n³)")
+    neighbors: int = Field(10, ge=1, description="k of the symmetric k-NN graph")
+    max_features: int = Field(2048, gt=0, description="flatten up to this size, else avg-pool")
+    representatives: int = Field(6, ge=0)
+
+
+class ProbesConfig(_Strict):
+    sample: int = Field(2000, ge=10, description="class-balanced images")
+    folds: int = Field(5, ge=2, description="cross-validation folds")
+    max_features: int = Field(2048, gt=0, description="flatten up to this size, else avg-pool")
+    max_dim: int = Field(256, ge=2, description="PCA components the probes read at most")
+    trees: int = Field(50, ge=1, description="random-forest trees")
+
+
+class TranslationConfig(_Strict):
+    images: int = Field(200, ge=2, description="class-balanced images shifted")
+    max_shift: int | None = Field(None, ge=1, description="largest shift in pixels; default input size / 8")
+
+
+class EmbeddingConfig(_Strict):
+    sample: int = Field(2000, ge=10, description="class-balanced images embedded (keep under 4,096)")
+    neighbors: int = Field(15, ge=2, description="UMAP n_neighbors")
+    thumbnails: int = Field(24, ge=0, description="misclassified images shown as pictures")
+
+
 class AnalysesConfig(_Strict):
     model_card: ModelCardConfig = Field(default_factory=ModelCardConfig)
     purity: PurityConfig = Field(default_factory=PurityConfig)
@@ -145,6 +171,10 @@ class AnalysesConfig(_Strict):
     kernel_clusters: KernelClustersConfig = Field(default_factory=KernelClustersConfig)
     tda_rings: TdaRingsConfig = Field(default_factory=TdaRingsConfig)
     relevance: RelevanceConfig = Field(default_factory=RelevanceConfig)
+    commute: CommuteConfig = Field(default_factory=CommuteConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    translation: TranslationConfig = Field(default_factory=TranslationConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
 
 
 class Config(_Strict):
@@ -283,4 +313,8 @@ seed: 0
 #   tda_rings: {max_kernels: 4000, density_neighbors: 100, density_drop: 0.2, cubes: 5,
 #               overlap: 0.1, eps: {3: 0.5, 5: 2.0}, min_samples: 3, homology_points: 400}
 #   relevance: {per_class: 1, mistakes: 4, tolerance: 0.01, top_filters: 5, activation_maps: 4}
+#   commute: {sample: 2000, neighbors: 10, max_features: 2048, representatives: 6}
+#   probes: {sample: 2000, folds: 5, max_features: 2048, max_dim: 256, trees: 100}
+#   translation: {images: 200, max_shift: null}
+#   embedding: {sample: 2000, neighbors: 15, thumbnails: 24}
 """

@@ -1,12 +1,16 @@
 """The registered analyses. Importing this package registers every one of them."""
 
 from dossier.analyses import (  # noqa: F401  (importing registers them)
+    commute,
+    embedding,
     kernel_clusters,
     model_card,
     neuron_types,
+    probes,
     purity,
     relevance,
     tda_rings,
+    translation,
 )
 from dossier.analyses.base import REGISTRY, Analysis, BuildContext, register
 

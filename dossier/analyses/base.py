@@ -31,6 +31,14 @@ class BuildContext:
     def recorded_layers(self) -> list[LayerInfo]:
         return [layer for layer in self.layers if layer.recordable]
 
+    @property
+    def classifier(self) -> str | None:
+        """The last recorded layer when it is a Linear one: its input is the penultimate code."""
+        recorded = self.recorded_layers
+        if recorded and recorded[-1].type == "Linear" and not self.model.scripted:
+            return recorded[-1].name
+        return None
+
 
 class Analysis(ABC):
     """One section of the dossier. Subclasses register themselves with @register."""

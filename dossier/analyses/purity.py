@@ -82,18 +82,21 @@ def reduce_activation(x: torch.Tensor, max_features: int) -> tuple[torch.Tensor,
     return pooled, f"average-pooled {shape} to {channels}×{grid[0]}×{grid[1]}"
 
 
-class _FeatureCollector:
+class FeatureCollector:
     """Keeps the reduced activation vectors of every recorded layer (k-means needs them all)."""
 
-    def __init__(self, layer_names: list[str], max_features: int) -> None:
+    def __init__(self, layer_names: list[str], max_features: int, keep: np.ndarray | None = None) -> None:
         self.layer_names = layer_names
         self.max_features = max_features
+        self.keep = None if keep is None else torch.from_numpy(np.asarray(keep))  # data-set indices to keep
         self.features: dict[str, list[np.ndarray]] = {n: [] for n in [INPUT_LAYER, *layer_names]}
         self.representation: dict[str, str] = {}
         self.indices: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
 
     def update(self, batch: Batch) -> None:
+        if self.keep is not None:
+            batch = _rows(batch, torch.isin(batch.indices.cpu(), self.keep).to(batch.indices.device))
         sources = {INPUT_LAYER: batch.images}
         # A module the forward pass never calls (an auxiliary head in eval mode) records nothing.
         sources.update({n: batch.activations[n] for n in self.layer_names if n in batch.activations})
@@ -103,6 +106,22 @@ class _FeatureCollector:
             self.representation[name] = how
         self.indices.append(batch.indices.cpu().numpy())
         self.labels.append(batch.labels.cpu().numpy())
+
+
+def _rows(batch: Batch, mask: torch.Tensor) -> Batch:
+    return Batch(
+        batch.images[mask], batch.labels[mask], batch.indices[mask], batch.logits[mask],
+        {name: value[mask] for name, value in batch.activations.items()},
+    )
+
+
+def balanced_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Data-set indices of an equal number of items per class, at most `size` in all, sorted."""
+    classes = np.unique(labels)
+    per_class = min(min(int((labels == c).sum()) for c in classes), max(1, size // len(classes)))
+    rng = np.random.default_rng(seed)
+    rows = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes]
+    return np.sort(np.concatenate(rows))
 
 
 def balanced_rows(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -120,11 +139,11 @@ class Purity(Analysis):
     title = "Activation-cluster purity"
     result_type = PurityResult
 
-    def consumer(self, ctx: BuildContext) -> _FeatureCollector:
+    def consumer(self, ctx: BuildContext) -> FeatureCollector:
         names = [layer.name for layer in ctx.recorded_layers]
-        return _FeatureCollector(names, ctx.config.analyses.purity.max_features)
+        return FeatureCollector(names, ctx.config.analyses.purity.max_features)
 
-    def finish(self, ctx: BuildContext, consumer: _FeatureCollector) -> PurityResult:
+    def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> PurityResult:
         settings = ctx.config.analyses.purity
         labels_all = np.concatenate(consumer.labels)
         rows = balanced_rows(labels_all, ctx.config.seed)

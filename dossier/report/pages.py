@@ -11,25 +11,34 @@ from typing import Any
 
 import numpy as np
 
+from dossier.analyses.commute import CommuteResult, LayerCommute
+from dossier.analyses.embedding import EmbeddingResult
 from dossier.analyses.kernel_clusters import KernelClustersResult, LayerKernelClusters
 from dossier.analyses.model_card import ModelCardResult
 from dossier.analyses.neuron_types import LayerTypes, NeuronTypesResult
+from dossier.analyses.probes import PROBES, LayerProbes, ProbesResult
 from dossier.analyses.purity import LayerPurity, PurityResult
 from dossier.analyses.relevance import ExplainedImage, LayerRanking, RelevanceResult
 from dossier.analyses.tda_rings import LayerRings, TdaRingsResult
+from dossier.analyses.translation import TranslationResult
 from dossier.layers import LayerInfo
 from dossier.provenance import Provenance
+from dossier.report.jsdata import js_global
 from dossier.report.pictures import (
     PictureWriter,
     class_colour,
     cumulative_curve,
     dendrogram_and_scatter,
+    embedding_picture,
     grey_map,
+    lines_by_depth,
     kernel_grid,
     mapper_picture,
     overlay,
     purity_by_depth_chart,
     signed_heatmap,
+    translation_curves,
+    translation_heatmap,
     type_share_chart,
 )
 
@@ -118,6 +127,28 @@ class LayerRelevanceView:
     rows: list[LayerImageRow]
 
 
+@dataclass(frozen=True)
+class CommuteView:
+    result: LayerCommute
+    clusters: list[ClusterView]
+
+
+@dataclass(frozen=True)
+class ActivationSpace:
+    """The cross-layer charts of the activation-space analyses."""
+
+    commute: CommuteResult | None
+    commute_chart: str | None
+    probes: ProbesResult | None
+    probes_chart: str | None
+    translation: TranslationResult | None
+    translation_chart: str | None
+    translation_heatmap: str | None
+    embedding: EmbeddingResult | None
+    embedding_picture: str | None
+    embedding_script: str | None  # assets/embedding-data.js: the interactive map's points
+
+
 @dataclass
 class LayerPage:
     info: LayerInfo
@@ -129,6 +160,8 @@ class LayerPage:
     rings: RingsView | None = None
     control: ControlView | None = None
     relevance: LayerRelevanceView | None = None
+    commute: CommuteView | None = None
+    probes: LayerProbes | None = None
     previous: "LayerPage | None" = None
     next: "LayerPage | None" = None
 
@@ -165,6 +198,9 @@ class Report:
     mapper_pages: dict[str, str] = field(default_factory=dict)  # relative path -> kepler-mapper HTML
     relevance: RelevanceResult | None = None
     explained: list[ExplainedView] = field(default_factory=list)
+    space: ActivationSpace | None = None
+    finding: str | None = None  # the index's number-backed paragraph
+    extra_assets: dict[str, str] = field(default_factory=dict)  # relative path -> text
 
     @property
     def untrained(self) -> bool:
@@ -216,6 +252,10 @@ def build_report(
         cross_layer.append(("neuron-types.html", "Neuron types by depth"))
     if relevance:
         cross_layer.append(("relevance.html", "Relevance heatmaps"))
+    extra_assets: dict[str, str] = {}
+    space = _activation_space(pages, results, class_names, pictures, extra_assets)
+    if space:
+        cross_layer.append(("activation-space.html", "Activation space"))
     return Report(
         title=title,
         author=author,
@@ -236,7 +276,110 @@ def build_report(
         mapper_pages=mapper_pages,
         relevance=relevance,
         explained=explained,
+        space=space,
+        finding=finding(purity, results.get("probes"), results.get("translation")),
+        extra_assets=extra_assets,
     )
+
+
+def finding(purity: PurityResult | None, probes: ProbesResult | None, translation: TranslationResult | None) -> str | None:
+    """Where the class becomes readable, written from the numbers."""
+    sentences = []
+    if probes and len(probes.layers) > 1:
+        linear = [(entry.layer, entry.accuracy["logistic regression"]) for entry in probes.layers]
+        best = max(value for _, value in linear)
+        first, readable = next((layer, value) for layer, value in linear if value >= best - 0.05)
+        sentences.append(
+            f"The class becomes linearly readable at {first}: the logistic-regression probe's accuracy rises from "
+            f"{linear[0][1]:.1%} on the raw pixels to {readable:.1%} there (best {best:.1%}; chance {probes.chance:.1%})."
+        )
+    if purity and purity.layers:
+        peak = max(purity.layers, key=lambda entry: entry.purity)
+        sentences.append(
+            f"k-means purity peaks at {peak.layer} ({peak.purity:.3f}, against {purity.layers[0].purity:.3f} "
+            f"for the raw pixels and {purity.chance_purity:.3f} by chance)."
+        )
+    if translation and translation.curves:
+        worst = min(translation.curves, key=lambda curve: curve.accuracy[-1])
+        sentences.append(
+            f"Shifting the images by {translation.max_shift} px along {worst.axis} changes accuracy from "
+            f"{worst.accuracy[0]:.1%} to {worst.accuracy[-1]:.1%}."
+        )
+    return " ".join(sentences) or None
+
+
+def _activation_space(
+    pages: list[LayerPage], results: dict[str, Any], class_names: list[str], pictures: PictureWriter,
+    extra_assets: dict[str, str],
+) -> ActivationSpace | None:
+    commute: CommuteResult | None = results.get("commute")
+    probes: ProbesResult | None = results.get("probes")
+    translation: TranslationResult | None = results.get("translation")
+    embedding: EmbeddingResult | None = results.get("embedding")
+    if not (commute or probes or translation or embedding):
+        return None
+    for page in pages:
+        entry = commute.for_layer(page.info.name) if commute else None
+        if entry:
+            page.commute = CommuteView(entry, _cluster_views(entry.clusters, f"commute-{page.info.slug}", class_names, pictures))
+        page.probes = probes.for_layer(page.info.name) if probes else None
+    commute_chart = probes_chart = curves = heatmap = embedding_png = script = None
+    if commute and commute.layers:
+        names = [e.layer for e in commute.layers]
+        commute_chart = pictures.chart(
+            lines_by_depth(
+                names,
+                {
+                    "Euclidean k-means": [e.euclidean.purity for e in commute.layers],
+                    "raw commute time": [e.raw.purity for e in commute.layers],
+                    "corrected commute distance": [e.corrected.purity for e in commute.layers],
+                    "degree-explained share (raw)": [e.degree_explained_raw for e in commute.layers],
+                },
+                None, "purity / share", "layer (network order)",
+            ),
+            "commute-by-depth",
+        )
+    if probes and probes.layers:
+        names = [e.layer for e in probes.layers]
+        series = {probe: [e.accuracy[probe] for e in probes.layers] for probe in PROBES}
+        probes_chart = pictures.chart(
+            lines_by_depth(names, series, probes.chance, "cross-validated accuracy", "layer ('input' = raw pixels)"),
+            "probes-by-depth",
+        )
+    if translation and translation.curves:
+        curves = pictures.chart(
+            translation_curves([(c.axis, c.shifts, c.true_probability, c.accuracy) for c in translation.curves]),
+            "translation-curves",
+        )
+        layers = list(translation.curves[0].cosine_distance)
+        columns = [f"{c.axis}+{s}" for c in translation.curves for s in c.shifts]
+        values = np.array([[d for c in translation.curves for d in c.cosine_distance[layer]] for layer in layers])
+        heatmap = pictures.chart(translation_heatmap(layers, columns, values), "translation-heatmap")
+    if embedding and embedding.points:
+        points = np.array(embedding.points)
+        embedding_png = pictures.chart(
+            embedding_picture(points, np.array(embedding.labels), embedding.mistakes, embedding.mistake_thumbnails, class_names),
+            "embedding-map",
+        )
+        script = "assets/embedding-data.js"
+        extra_assets[script] = _embedding_script(embedding, class_names, pictures)
+    return ActivationSpace(commute, commute_chart, probes, probes_chart, translation, curves, heatmap, embedding, embedding_png, script)
+
+
+def _embedding_script(embedding: EmbeddingResult, class_names: list[str], pictures: PictureWriter) -> str:
+    thumbs = {
+        position: pictures.image(picture, f"embedding-mistake-{n}")
+        for n, (position, picture) in enumerate(zip(embedding.mistakes, embedding.mistake_thumbnails))
+    }
+    data = {
+        "classes": class_names,
+        "colours": [class_colour(c) for c in range(len(class_names))],
+        "points": [
+            [round(x, 4), round(y, 4), label, predicted, thumbs.get(n, "")]
+            for n, ((x, y), label, predicted) in enumerate(zip(embedding.points, embedding.labels, embedding.predicted))
+        ],
+    }
+    return js_global("DOSSIER_EMBEDDING", data)
 
 
 def _explained_views(result: RelevanceResult, pictures: PictureWriter) -> list[ExplainedView]:
@@ -354,22 +497,24 @@ def _purity_view(
     entry = result.for_layer(layer)
     if entry is None:
         return None
-    clusters = []
-    for number, cluster in enumerate(entry.clusters, start=1):
+    return PurityView(entry, _cluster_views(entry.clusters, f"purity-{slug}", class_names, pictures))
+
+
+def _cluster_views(clusters: list, stem: str, class_names: list[str], pictures: PictureWriter) -> list[ClusterView]:
+    """Views of clusters of images (k-means or commute time): composition bars and pictures."""
+    views = []
+    for number, cluster in enumerate(clusters, start=1):
         bars = [
             Bar(_name(class_names, c), n, 100.0 * n / cluster.size, class_colour(c))
             for c, n in enumerate(cluster.composition)
             if n
         ]
         images = [
-            Picture(
-                src=pictures.image(pixels, f"purity-{slug}-c{number}-{i}"),
-                caption=_name(class_names, label),
-            )
+            Picture(src=pictures.image(pixels, f"{stem}-c{number}-{i}"), caption=_name(class_names, label))
             for i, (pixels, label) in enumerate(zip(cluster.thumbnails, cluster.representative_classes))
         ]
         majority = cluster.composition[cluster.majority_class]
-        clusters.append(
+        views.append(
             ClusterView(
                 number=number,
                 size=cluster.size,
@@ -379,7 +524,7 @@ def _purity_view(
                 pictures=images,
             )
         )
-    return PurityView(entry, clusters)
+    return views
 
 
 def _purity_chart(result: PurityResult, pictures: PictureWriter) -> str:

@@ -44,20 +44,10 @@ def class_colour(index: int) -> str:
 def purity_by_depth_chart(
     layer_names: list[str], purity: list[float], nmi: list[float], ari: list[float], chance: float
 ) -> plt.Figure:
-    width = min(11.0, max(5.5, 0.35 * len(layer_names)))
-    figure, axes = plt.subplots(figsize=(width, 3.4))
-    depth = np.arange(len(layer_names))
-    axes.plot(depth, purity, "o-", label="purity", color="#1f77b4")
-    axes.plot(depth, nmi, "s--", label="NMI", color="#2ca02c", markersize=4)
-    axes.plot(depth, ari, "^:", label="ARI", color="#d62728", markersize=4)
-    axes.axhline(chance, color="grey", linewidth=1, linestyle="-.", label="chance purity")
-    _layer_axis(axes, layer_names)
-    axes.set_ylim(0, 1.02)
-    axes.set_ylabel("score")
-    axes.set_xlabel("layer (network order; 'input' = raw pixels)")
-    axes.legend(fontsize=7, ncols=4, loc="lower right")
-    figure.tight_layout()
-    return figure
+    return lines_by_depth(
+        layer_names, {"purity": purity, "NMI": nmi, "ARI": ari}, chance, "score",
+        "layer (network order; 'input' = raw pixels)",
+    )
 
 
 # The seed's kernel colour map (001, Figure 33): negative values lilac to black, positive red to white.
@@ -214,3 +204,75 @@ def _resize_nearest(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rows = (np.arange(size[0]) * height // size[0]).clip(0, height - 1)
     cols = (np.arange(size[1]) * width // size[1]).clip(0, width - 1)
     return pixels[rows][:, cols]
+
+
+def lines_by_depth(
+    layer_names: list[str], series: dict[str, list[float]], chance: float | None, ylabel: str, xlabel: str
+) -> plt.Figure:
+    """One line per series over the layers in network order, with chance level marked."""
+    width = min(11.0, max(5.5, 0.35 * len(layer_names)))
+    figure, axes = plt.subplots(figsize=(width, 3.2))
+    depth = np.arange(len(layer_names))
+    for (label, values), marker in zip(series.items(), "os^vDP"):
+        axes.plot(depth, values, marker=marker, label=label, markersize=4)
+    if chance is not None:
+        axes.axhline(chance, color="grey", linewidth=1, linestyle="-.", label="chance")
+    _layer_axis(axes, layer_names)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_ylim(0, 1.02)
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def translation_curves(curves: list[tuple[str, list[int], list[float], list[float]]]) -> plt.Figure:
+    """Probability of the true class and accuracy against the shift, per axis."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8))
+    for axis, shifts, truth, accuracy in curves:
+        left.plot(shifts, truth, marker="o", markersize=4, label=f"shift along {axis}")
+        right.plot(shifts, accuracy, marker="o", markersize=4, label=f"shift along {axis}")
+    for axes, label in ((left, "P(true class)"), (right, "accuracy")):
+        axes.set_xlabel("shift (pixels, circular)")
+        axes.set_ylabel(label)
+        axes.set_ylim(0, 1.02)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def translation_heatmap(layer_names: list[str], columns: list[str], values: np.ndarray) -> plt.Figure:
+    """Cosine distance of each layer's code to the unshifted one: layers × shifts."""
+    figure, axes = plt.subplots(figsize=(min(10, 1.2 + 0.55 * len(columns)), 0.9 + 0.3 * len(layer_names)))
+    image = axes.imshow(values, cmap="magma", aspect="auto", vmin=0)
+    axes.set_xticks(np.arange(len(columns)), columns, fontsize=7)
+    axes.set_yticks(np.arange(len(layer_names)), layer_names, fontsize=7)
+    axes.set_xlabel("shift")
+    figure.colorbar(image, ax=axes, label="cosine distance", shrink=0.9)
+    figure.tight_layout()
+    return figure
+
+
+def embedding_picture(
+    points: np.ndarray, labels: np.ndarray, mistakes: list[int], pictures: np.ndarray, class_names: list[str]
+) -> plt.Figure:
+    """The embedding coloured by class; misclassified points crossed, the first ones as pictures."""
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    figure, axes = plt.subplots(figsize=(7.5, 5.5))
+    for c, name in enumerate(class_names):
+        chosen = labels == c
+        if chosen.any():
+            axes.scatter(points[chosen, 0], points[chosen, 1], s=8, color=CLASS_COLOURS[c % 20], label=name, alpha=0.8)
+    if mistakes:
+        axes.scatter(points[mistakes, 0], points[mistakes, 1], s=30, marker="x", color="black", label="misclassified")
+    for position, picture in zip(mistakes, pictures):
+        image = OffsetImage(picture[..., 0] if picture.shape[2] == 1 else picture, zoom=24 / picture.shape[0], cmap="gray")
+        axes.add_artist(AnnotationBbox(image, points[position], frameon=True, pad=0.1, alpha=0.9))
+    axes.set_xticks([])
+    axes.set_yticks([])
+    if len(class_names) <= 20:
+        axes.legend(fontsize=6, markerscale=1.5, loc="best", ncols=2)
+    figure.tight_layout()
+    return figure

@@ -57,6 +57,8 @@ def write_site(report: Report, root: Path) -> list[Path]:
         for relative, html in report.mapper_pages.items():
             (root / relative).write_text(offline_mapper_html(html), encoding="utf-8")
     (assets / "search-index.js").write_text(search_script(report), encoding="utf-8")
+    for relative, text in report.extra_assets.items():
+        (root / relative).write_text(text, encoding="utf-8")
     # GitHub Pages would otherwise run Jekyll, which hides files and folders starting with _.
     (root / ".nojekyll").write_text("", encoding="utf-8")
     pages: list[tuple[str, str, dict[str, Any]]] = [

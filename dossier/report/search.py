@@ -6,9 +6,9 @@ the site must work when opened straight from disk.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+from dossier.report.jsdata import js_global
 from dossier.report.pages import LayerPage, Report
 
 
@@ -85,7 +85,4 @@ def _layer_entries(page: LayerPage, report: Report) -> list[SearchEntry]:
 
 
 def search_script(report: Report) -> str:
-    entries = [entry.as_dict() for entry in search_entries(report)]
-    # "</" inside a script would end it early if a user-supplied name contained "</script>".
-    payload = json.dumps(entries, ensure_ascii=False).replace("</", "<\\/")
-    return f"window.DOSSIER_SEARCH = {payload};\n"
+    return js_global("DOSSIER_SEARCH", [entry.as_dict() for entry in search_entries(report)])

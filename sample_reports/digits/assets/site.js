@@ -92,3 +92,42 @@
     if (!list.contains(event.target) && event.target !== input) list.hidden = true;
   });
 })();
+
+// The interactive embedding map: an SVG scatter of window.DOSSIER_EMBEDDING, drawn here, no library.
+(function () {
+  "use strict";
+  var box = document.getElementById("embedding-map");
+  var data = window.DOSSIER_EMBEDDING;
+  if (!box || !data) return;
+  var SVG = "http://www.w3.org/2000/svg", W = 1000, H = 620, PAD = 20;
+  var xs = data.points.map(function (p) { return p[0]; }), ys = data.points.map(function (p) { return p[1]; });
+  var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs), y0 = Math.min.apply(null, ys), y1 = Math.max.apply(null, ys);
+  var svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+  var tip = document.createElement("div");
+  tip.className = "embedding-tip";
+  tip.hidden = true;
+  data.points.forEach(function (p) {
+    var mark = document.createElementNS(SVG, p[2] === p[3] ? "circle" : "path");
+    var cx = PAD + (p[0] - x0) / ((x1 - x0) || 1) * (W - 2 * PAD), cy = PAD + (y1 - p[1]) / ((y1 - y0) || 1) * (H - 2 * PAD);
+    if (p[2] === p[3]) {
+      mark.setAttribute("cx", cx); mark.setAttribute("cy", cy); mark.setAttribute("r", 3.5);
+      mark.setAttribute("fill", data.colours[p[2]]); mark.setAttribute("fill-opacity", "0.8");
+    } else {
+      mark.setAttribute("d", "M" + (cx - 5) + " " + (cy - 5) + "l10 10m0 -10l-10 10");
+      mark.setAttribute("stroke", "#000"); mark.setAttribute("stroke-width", "2");
+    }
+    mark.addEventListener("mouseenter", function (event) {
+      tip.textContent = "class " + data.classes[p[2]] + (p[2] === p[3] ? "" : ", predicted " + data.classes[p[3]]);
+      if (p[4]) { var img = document.createElement("img"); img.src = p[4]; img.width = 48; img.height = 48; tip.appendChild(img); }
+      var rect = box.getBoundingClientRect();
+      tip.style.left = (event.clientX - rect.left + 12) + "px";
+      tip.style.top = (event.clientY - rect.top + 12) + "px";
+      tip.hidden = false;
+    });
+    mark.addEventListener("mouseleave", function () { tip.hidden = true; });
+    svg.appendChild(mark);
+  });
+  box.appendChild(svg);
+  box.appendChild(tip);
+})();

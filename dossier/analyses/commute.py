@@ -1,0 +1,244 @@
+"""Commute-time clusters per layer (METHODS §6; seed 000), done honestly.
+
+On a symmetric k-NN graph of a layer's activations: the exact commute time from the Laplacian's
+pseudo-inverse, C(i,j) = vol·(L⁺ii + L⁺jj − 2L⁺ij); how much of it node degree alone explains
+(von Luxburg, Radl & Hein, JMLR 2014: on large geometric graphs nearly all of it); and their
+corrected ("amplified") commute distance, which is what we cluster on. Both commute distances are
+squared Euclidean distances of an embedding, so each is clustered by k-means in its classical-MDS
+embedding; Euclidean k-means on the activations is the baseline.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.neighbors import NearestNeighbors
+from tqdm import tqdm
+
+from dossier.analyses.base import Analysis, BuildContext, register
+from dossier.analyses.purity import FeatureCollector, balanced_sample, purity_score
+from dossier.errors import ConfigError
+from dossier.results import NOT_EXPORTED
+from dossier.thumbnails import thumbnails
+
+_DENSE_MATRICES = 6  # n×n float64 matrices alive at once on the dense path
+
+
+@dataclass(frozen=True)
+class Scores:
+    purity: float
+    nmi: float
+    ari: float
+
+
+@dataclass(frozen=True)
+class CommuteCluster:
+    size: int
+    composition: list[int]
+    majority_class: int
+    representatives: list[int]
+    representative_classes: list[int]
+    thumbnails: np.ndarray = field(metadata=NOT_EXPORTED)
+
+
+@dataclass(frozen=True)
+class LayerCommute:
+    layer: str
+    images: int
+    neighbors: int
+    components: int  # of the k-NN graph before connecting
+    edges_added: int  # to connect the components
+    degree_explained_raw: float  # r² of commute time against vol·(1/dᵢ + 1/dⱼ)
+    degree_explained_corrected: float
+    euclidean: Scores
+    raw: Scores
+    corrected: Scores
+    seconds: float
+    clusters: list[CommuteCluster]  # on the corrected distance
+
+
+@dataclass(frozen=True)
+class CommuteResult:
+    sample: int
+    neighbors: int
+    connection: str
+    layers: list[LayerCommute]
+
+    def for_layer(self, name: str) -> LayerCommute | None:
+        return next((entry for entry in self.layers if entry.layer == name), None)
+
+
+def knn_adjacency(points: np.ndarray, k: int) -> np.ndarray:
+    """Symmetric, unweighted k-nearest-neighbour graph (i~j if either is among the other's k)."""
+    n = len(points)
+    _, neighbours = NearestNeighbors(n_neighbors=min(k, n - 1) + 1).fit(points).kneighbors(points)
+    adjacency = np.zeros((n, n))
+    rows = np.repeat(np.arange(n), neighbours.shape[1] - 1)
+    adjacency[rows, neighbours[:, 1:].ravel()] = 1.0
+    return np.maximum(adjacency, adjacency.T)
+
+
+def connect_components(adjacency: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Join every component to the largest by its closest pair of points; (graph, components, edges added)."""
+    from scipy.sparse.csgraph import connected_components
+
+    count, labels = connected_components(adjacency, directed=False)
+    if count == 1:
+        return adjacency, 1, 0
+    joined = adjacency.copy()
+    largest = np.bincount(labels).argmax()
+    main = np.flatnonzero(labels == largest)
+    for component in range(count):
+        if component == largest:
+            continue
+        members = np.flatnonzero(labels == component)
+        distances, nearest = NearestNeighbors(n_neighbors=1).fit(points[main]).kneighbors(points[members])
+        a = int(np.argmin(distances[:, 0]))
+        b = main[nearest[a, 0]]
+        joined[members[a], b] = joined[b, members[a]] = 1.0
+    return joined, count, count - 1
+
+
+def commute_times(adjacency: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(commute time matrix, degrees, volume) of a connected graph, from the exact L⁺."""
+    degrees = adjacency.sum(axis=1)
+    laplacian = np.diag(degrees) - adjacency
+    values, vectors = np.linalg.eigh(laplacian)
+    keep = values > 1e-9 * values.max()
+    pinv = (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
+    diagonal = np.diag(pinv)
+    volume = float(degrees.sum())
+    return volume * (diagonal[:, None] + diagonal[None, :] - 2 * pinv), degrees, volume
+
+
+def amplified_commute(commute: np.ndarray, adjacency: np.ndarray, degrees: np.ndarray, volume: float) -> np.ndarray:
+    """von Luxburg, Radl & Hein's amplified commute distance (no self-loops):
+    R_ij − 1/dᵢ − 1/dⱼ + 2·w_ij/(dᵢ·dⱼ), with R = C / vol the resistance distance."""
+    inverse = 1.0 / degrees
+    amplified = commute / volume - inverse[:, None] - inverse[None, :] + 2 * adjacency * np.outer(inverse, inverse)
+    np.fill_diagonal(amplified, 0.0)
+    return amplified
+
+
+def degree_explained(distance: np.ndarray, degrees: np.ndarray, volume: float) -> float:
+    """r² between a distance and the degree-only term vol·(1/dᵢ + 1/dⱼ), over all pairs."""
+    upper = np.triu_indices(len(degrees), k=1)
+    degree_term = volume * (1 / degrees[:, None] + 1 / degrees[None, :])
+    r = np.corrcoef(distance[upper], degree_term[upper])[0, 1]
+    return float(r * r) if np.isfinite(r) else 0.0
+
+
+def cluster_squared_distances(squared: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """k-means in the classical-MDS embedding whose squared distances are `squared`."""
+    n = len(squared)
+    centring = np.eye(n) - 1.0 / n
+    gram = -0.5 * centring @ squared @ centring
+    values, vectors = np.linalg.eigh(gram)
+    positive = values > 1e-9 * max(values.max(), 1e-300)
+    embedding = vectors[:, positive] * np.sqrt(values[positive])
+    return KMeans(n_clusters=clusters, n_init=4, random_state=seed).fit_predict(embedding)
+
+
+def scores(labels: np.ndarray, assignment: np.ndarray) -> Scores:
+    return Scores(
+        purity_score(labels, assignment),
+        float(normalized_mutual_info_score(labels, assignment)),
+        float(adjusted_rand_score(labels, assignment)),
+    )
+
+
+def check_fits_in_memory(sample: int) -> None:
+    needed = _DENSE_MATRICES * sample * sample * 8
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    if needed > available / 2:
+        most = int(np.sqrt(available / 2 / _DENSE_MATRICES / 8))
+        raise ConfigError(
+            f"analyses.commute.sample: {sample} images need about {needed / 2**30:.1f} GiB for the dense "
+            f"pseudo-inverse (it grows as n²; time as n³); at most about {most} fit in this machine's memory"
+        )
+
+
+def analyse_layer(name: str, points: np.ndarray, labels: np.ndarray, classes: int, k: int, seed: int) -> tuple[LayerCommute, np.ndarray]:
+    start = time.perf_counter()
+    adjacency, components, added = connect_components(knn_adjacency(points, k), points)
+    commute, degrees, volume = commute_times(adjacency)
+    corrected = amplified_commute(commute, adjacency, degrees, volume)
+    clusters = min(classes, len(points) - 1)
+    euclidean = KMeans(n_clusters=clusters, n_init=4, random_state=seed).fit_predict(points)
+    raw_assignment = cluster_squared_distances(commute, clusters, seed)
+    corrected_assignment = cluster_squared_distances(np.maximum(corrected, 0), clusters, seed)
+    entry = LayerCommute(
+        layer=name,
+        images=len(points),
+        neighbors=k,
+        components=components,
+        edges_added=added,
+        degree_explained_raw=degree_explained(commute, degrees, volume),
+        degree_explained_corrected=degree_explained(corrected, degrees, volume),
+        euclidean=scores(labels, euclidean),
+        raw=scores(labels, raw_assignment),
+        corrected=scores(labels, corrected_assignment),
+        seconds=round(time.perf_counter() - start, 3),
+        clusters=[],
+    )
+    return entry, corrected_assignment
+
+
+@register
+class Commute(Analysis):
+    name = "commute"
+    title = "Commute-time clusters"
+    result_type = CommuteResult
+
+    def consumer(self, ctx: BuildContext) -> FeatureCollector:
+        settings = ctx.config.analyses.commute
+        check_fits_in_memory(settings.sample)
+        keep = balanced_sample(ctx.dataset.labels, settings.sample, ctx.config.seed)
+        names = [layer.name for layer in ctx.recorded_layers]
+        return FeatureCollector(names, settings.max_features, keep)
+
+    def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> CommuteResult:
+        settings = ctx.config.analyses.commute
+        labels = np.concatenate(consumer.labels)
+        indices = np.concatenate(consumer.indices)
+        classes = len(ctx.dataset.class_names)
+        layers = []
+        for name in tqdm(consumer.layer_names, desc="commute time", unit="layer", leave=False):
+            if not consumer.features[name]:
+                continue
+            points = np.concatenate(consumer.features[name]).astype(np.float64)
+            entry, assignment = analyse_layer(name, points, labels, classes, settings.neighbors, ctx.config.seed)
+            summaries = _cluster_summaries(ctx, assignment, points, labels, indices, classes, settings.representatives)
+            layers.append(LayerCommute(**{**entry.__dict__, "clusters": summaries}))
+        return CommuteResult(
+            sample=len(labels),
+            neighbors=settings.neighbors,
+            connection="each extra component joined to the largest by its closest pair of points",
+            layers=layers,
+        )
+
+
+def _cluster_summaries(ctx, assignment, points, labels, indices, classes, count) -> list[CommuteCluster]:
+    summaries = []
+    for cluster in np.unique(assignment):
+        members = np.flatnonzero(assignment == cluster)
+        centre = points[members].mean(axis=0)
+        nearest = members[np.argsort(np.linalg.norm(points[members] - centre, axis=1))[:count]]
+        kept, pictures = thumbnails(ctx.dataset, [int(indices[i]) for i in nearest])
+        composition = np.bincount(labels[members], minlength=classes)
+        summaries.append(
+            CommuteCluster(
+                size=len(members),
+                composition=composition.tolist(),
+                majority_class=int(composition.argmax()),
+                representatives=kept,
+                representative_classes=[int(ctx.dataset.labels[i]) for i in kept],
+                thumbnails=pictures,
+            )
+        )
+    return sorted(summaries, key=lambda c: -c.size)

@@ -1,0 +1,93 @@
+"""Probes per layer (METHODS §7; seed 003): how well simple "interpreters" read the class from a
+layer's code vectors. Cross-validated accuracy of logistic regression (the linear probe), a linear
+SVM and a random forest, by depth, against chance."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from tqdm import tqdm
+
+from dossier.analyses.base import Analysis, BuildContext, register
+from dossier.analyses.purity import INPUT_LAYER, FeatureCollector, balanced_sample
+
+PROBES = ("logistic regression", "linear SVM", "random forest")
+
+
+@dataclass(frozen=True)
+class LayerProbes:
+    layer: str
+    features: int
+    reduced_to: int  # PCA components the probes read (≤ features)
+    accuracy: dict[str, float]  # probe -> mean cross-validated accuracy
+    spread: dict[str, float]  # probe -> standard deviation over the folds
+
+
+@dataclass(frozen=True)
+class ProbesResult:
+    images: int
+    folds: int
+    chance: float
+    layers: list[LayerProbes]  # the input first
+
+    def for_layer(self, name: str) -> LayerProbes | None:
+        return next((entry for entry in self.layers if entry.layer == name), None)
+
+
+def make_probes(seed: int, trees: int) -> dict[str, object]:
+    return {
+        "logistic regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
+        "linear SVM": make_pipeline(StandardScaler(), LinearSVC(C=0.1, dual="auto", max_iter=1000)),
+        "random forest": RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=1),
+    }
+
+
+def probe_layer(name: str, vectors: np.ndarray, labels: np.ndarray, folds: int, max_dim: int, trees: int, seed: int) -> LayerProbes:
+    """Cross-validated accuracy of each probe; vectors above max_dim are reduced by PCA first
+    (unsupervised, so no label leaks into it)."""
+    reduced = vectors
+    if vectors.shape[1] > max_dim:
+        reduced = PCA(n_components=min(max_dim, len(vectors) - 1), random_state=seed).fit_transform(vectors)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    accuracy, spread = {}, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for probe, model in make_probes(seed, trees).items():
+            fold_scores = cross_val_score(model, reduced, labels, cv=splitter)
+            accuracy[probe], spread[probe] = float(fold_scores.mean()), float(fold_scores.std())
+    return LayerProbes(name, int(vectors.shape[1]), int(reduced.shape[1]), accuracy, spread)
+
+
+@register
+class Probes(Analysis):
+    name = "probes"
+    title = "Probes"
+    result_type = ProbesResult
+
+    def consumer(self, ctx: BuildContext) -> FeatureCollector:
+        settings = ctx.config.analyses.probes
+        keep = balanced_sample(ctx.dataset.labels, settings.sample, ctx.config.seed)
+        return FeatureCollector([layer.name for layer in ctx.recorded_layers], settings.max_features, keep)
+
+    def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> ProbesResult:
+        settings = ctx.config.analyses.probes
+        labels = np.concatenate(consumer.labels)
+        folds = max(2, min(settings.folds, int(np.bincount(labels).min())))
+        layers = [
+            probe_layer(name, np.concatenate(consumer.features[name]), labels, folds, settings.max_dim, settings.trees, ctx.config.seed)
+            for name in tqdm([INPUT_LAYER, *consumer.layer_names], desc="probes", unit="layer", leave=False)
+            if consumer.features[name]
+        ]
+        return ProbesResult(
+            images=len(labels), folds=folds, chance=float(np.bincount(labels).max() / len(labels)), layers=layers
+        )
