@@ -109,6 +109,7 @@ def build(
                 failures=computed.failures,
                 config_dump=config.model_dump(mode="json"),
                 pictures=PictureWriter(staging),
+                pdf_units=config.analyses.galleries.pdf_units,
             )
             report.pdf_name = "dossier.pdf" if pdf else None
             write_site(report, staging)

@@ -164,6 +164,15 @@ class EmbeddingConfig(_Strict):
     thumbnails: int = Field(24, ge=0, description="misclassified images shown as pictures")
 
 
+class GalleriesConfig(_Strict):
+    steps: int = Field(48, ge=1, description="Adam steps per image (CPU default; raise on a GPU)")
+    parameterisation: Literal["fourier", "pixel", "laplacian"] = "fourier"
+    units_per_batch: int = Field(64, ge=1, description="units optimised together, one image each")
+    exemplars: int = Field(6, ge=1, description="top and bottom data-set images kept per unit")
+    colour_threshold: float = Field(3.0, ge=0, description="std of RGB histogram peaks of a colour-blind unit (0–255)")
+    pdf_units: int = Field(8, ge=0, description="units per layer shown in the PDF")
+
+
 class AnalysesConfig(_Strict):
     model_card: ModelCardConfig = Field(default_factory=ModelCardConfig)
     purity: PurityConfig = Field(default_factory=PurityConfig)
@@ -175,6 +184,7 @@ class AnalysesConfig(_Strict):
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     translation: TranslationConfig = Field(default_factory=TranslationConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    galleries: GalleriesConfig = Field(default_factory=GalleriesConfig)
 
 
 class Config(_Strict):
@@ -317,4 +327,6 @@ seed: 0
 #   probes: {sample: 2000, folds: 5, max_features: 2048, max_dim: 256, trees: 100}
 #   translation: {images: 200, max_shift: null}
 #   embedding: {sample: 2000, neighbors: 15, thumbnails: 24}
+#   galleries: {steps: 48, parameterisation: fourier, units_per_batch: 64, exemplars: 6,
+#               colour_threshold: 3.0, pdf_units: 8}
 """

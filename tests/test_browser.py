@@ -92,7 +92,7 @@ def test_search_finds_a_border_aware_unit_and_jumps_to_it(sample_build: Path, br
     target.click()
     page.wait_for_load_state()
     assert page.url.endswith(f"layer-{slug}.html#unit-{unit}")
-    assert page.locator(f"tr#unit-{unit}").is_visible()
+    assert page.locator(f"#unit-{unit}").is_visible()  # the unit's gallery card
     page.fill("#search", "zzzz-nothing")
     assert page.locator("#search-results .summary-line").inner_text() == "no match"
 

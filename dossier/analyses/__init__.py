@@ -3,6 +3,7 @@
 from dossier.analyses import (  # noqa: F401  (importing registers them)
     commute,
     embedding,
+    galleries,
     kernel_clusters,
     model_card,
     neuron_types,

@@ -13,6 +13,7 @@ import numpy as np
 
 from dossier.analyses.commute import CommuteResult, LayerCommute
 from dossier.analyses.embedding import EmbeddingResult
+from dossier.analyses.galleries import GalleriesResult, UnitCard
 from dossier.analyses.kernel_clusters import KernelClustersResult, LayerKernelClusters
 from dossier.analyses.model_card import ModelCardResult
 from dossier.analyses.neuron_types import LayerTypes, NeuronTypesResult
@@ -37,6 +38,7 @@ from dossier.report.pictures import (
     overlay,
     purity_by_depth_chart,
     signed_heatmap,
+    strip,
     translation_curves,
     translation_heatmap,
     type_share_chart,
@@ -128,6 +130,26 @@ class LayerRelevanceView:
 
 
 @dataclass(frozen=True)
+class CardView:
+    card: UnitCard
+    max_image: str
+    min_image: str
+    top: str | None  # strip of the top exemplars
+    bottom: str | None
+    patches: str | None
+    in_pdf: bool
+
+
+@dataclass(frozen=True)
+class GalleryView:
+    cards: list[CardView]
+    pdf_rule: str
+
+    def card(self, unit: int) -> CardView | None:
+        return self.cards[unit] if 0 <= unit < len(self.cards) else None
+
+
+@dataclass(frozen=True)
 class CommuteView:
     result: LayerCommute
     clusters: list[ClusterView]
@@ -162,6 +184,7 @@ class LayerPage:
     relevance: LayerRelevanceView | None = None
     commute: CommuteView | None = None
     probes: LayerProbes | None = None
+    gallery: GalleryView | None = None
     previous: "LayerPage | None" = None
     next: "LayerPage | None" = None
 
@@ -172,6 +195,16 @@ class LayerPage:
     @property
     def border_share(self) -> float | None:
         return self.types.border_weights / self.types.units if self.types else None
+
+    @property
+    def colour_blind_share(self) -> float | None:
+        if self.gallery is None or not self.gallery.cards or self.gallery.cards[0].card.colour_blind is None:
+            return None
+        return sum(bool(c.card.colour_blind) for c in self.gallery.cards) / len(self.gallery.cards)
+
+    def colour_blind(self, unit: int) -> bool | None:
+        card = self.gallery.card(unit) if self.gallery else None
+        return card.card.colour_blind if card else None
 
 
 @dataclass
@@ -199,6 +232,7 @@ class Report:
     relevance: RelevanceResult | None = None
     explained: list[ExplainedView] = field(default_factory=list)
     space: ActivationSpace | None = None
+    galleries: GalleriesResult | None = None
     finding: str | None = None  # the index's number-backed paragraph
     extra_assets: dict[str, str] = field(default_factory=dict)  # relative path -> text
 
@@ -225,6 +259,7 @@ def build_report(
     failures: dict[str, str],
     config_dump: dict[str, Any],
     pictures: PictureWriter,
+    pdf_units: int = 8,
 ) -> Report:
     """Turn results into page views, writing every picture the pages show."""
     purity: PurityResult | None = results.get("purity")
@@ -252,6 +287,9 @@ def build_report(
         cross_layer.append(("neuron-types.html", "Neuron types by depth"))
     if relevance:
         cross_layer.append(("relevance.html", "Relevance heatmaps"))
+    galleries: GalleriesResult | None = results.get("galleries")
+    if galleries:
+        _add_galleries(pages, galleries, relevance, pictures, pdf_units)
     extra_assets: dict[str, str] = {}
     space = _activation_space(pages, results, class_names, pictures, extra_assets)
     if space:
@@ -270,16 +308,64 @@ def build_report(
         config_dump=config_dump,
         pages=cross_layer,
         neuron_types=types,
-        types_chart=_types_chart(types, pictures) if types and types.layers else None,
+        types_chart=_types_chart(types, pages, pictures) if types and types.layers else None,
         kernel_clusters=results.get("kernel_clusters"),
         tda_rings=results.get("tda_rings"),
         mapper_pages=mapper_pages,
         relevance=relevance,
         explained=explained,
         space=space,
+        galleries=galleries,
         finding=finding(purity, results.get("probes"), results.get("translation")),
         extra_assets=extra_assets,
     )
+
+
+def _add_galleries(
+    pages: list[LayerPage], result: GalleriesResult, relevance: RelevanceResult | None, pictures: PictureWriter,
+    pdf_units: int,
+) -> None:
+    for page in pages:
+        layer = result.for_layer(page.info.name)
+        if layer is None:
+            continue
+        chosen, rule = _pdf_units(page, relevance, pdf_units)
+        cards = []
+        for card in layer.units:
+            stem = f"gallery-{page.info.slug}-{card.unit}"
+            cards.append(
+                CardView(
+                    card=card,
+                    max_image=pictures.image(card.max_image, f"{stem}-max"),
+                    min_image=pictures.image(card.min_image, f"{stem}-min"),
+                    top=_strip(pictures, result.pictures, card.top, f"{stem}-top"),
+                    bottom=_strip(pictures, result.pictures, card.bottom, f"{stem}-bottom"),
+                    patches=pictures.image(strip(card.patches), f"{stem}-patches") if len(card.patches) else None,
+                    in_pdf=card.unit in chosen,
+                )
+            )
+        page.gallery = GalleryView(cards, rule)
+
+
+def _strip(pictures: PictureWriter, pool: dict[int, np.ndarray], indices: list[int], name: str) -> str | None:
+    images = [pool[i] for i in indices if i in pool]
+    return pictures.image(strip(images), name) if images else None
+
+
+def _pdf_units(page: LayerPage, relevance: RelevanceResult | None, count: int) -> tuple[set[int], str]:
+    """The units a layer shows in the PDF: the most class-selective, then the most relevant."""
+    selective = sorted(
+        (r for r in (page.types.rows if page.types else []) if r.selectivity is not None), key=lambda r: -r.selectivity
+    )
+    chosen = [r.unit for r in selective[: (count + 1) // 2]]
+    ranking = relevance.ranking_for(page.info.name) if relevance else None
+    for unit in ranking.ranking if ranking else []:
+        if len(chosen) >= count:
+            break
+        if unit not in chosen:
+            chosen.append(unit)
+    rule = f"the {(count + 1) // 2} most class-selective units, then the most relevant (relevance ranking), {count} in all"
+    return set(chosen), rule
 
 
 def finding(purity: PurityResult | None, probes: ProbesResult | None, translation: TranslationResult | None) -> str | None:
@@ -475,8 +561,9 @@ def _rings_view(entry: LayerRings, slug: str, pictures: PictureWriter, mapper_pa
     return RingsView(entry, picture, page)
 
 
-def _types_chart(result: NeuronTypesResult, pictures: PictureWriter) -> str:
+def _types_chart(result: NeuronTypesResult, pages: list[LayerPage], pictures: PictureWriter) -> str:
     layers = result.layers
+    colour_blind = {page.info.name: page.colour_blind_share for page in pages}
     shares = {
         "dead": [l.dead / l.units if l.border_activations is not None else None for l in layers],
         "border-aware (weights)": [l.border_weights / l.units for l in layers],
@@ -487,6 +574,8 @@ def _types_chart(result: NeuronTypesResult, pictures: PictureWriter) -> str:
             l.selective / l.units if l.selective is not None else None for l in layers
         ],
     }
+    if any(colour_blind.get(l.layer) is not None for l in layers):
+        shares["colour-blind"] = [colour_blind.get(l.layer) for l in layers]
     figure = type_share_chart([l.layer for l in layers], shares)
     return pictures.chart(figure, "neuron-types-by-depth")
 

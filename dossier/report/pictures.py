@@ -276,3 +276,15 @@ def embedding_picture(
         axes.legend(fontsize=6, markerscale=1.5, loc="best", ncols=2)
     figure.tight_layout()
     return figure
+
+
+def strip(pictures: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Pictures side by side on white, one file instead of many."""
+    height = max(p.shape[0] for p in pictures)
+    channels = pictures[0].shape[2]
+    parts = []
+    for picture in pictures:
+        padded = np.full((height, picture.shape[1] + gap, channels), 255, dtype=np.uint8)
+        padded[: picture.shape[0], : picture.shape[1]] = picture
+        parts.append(padded)
+    return np.concatenate(parts, axis=1)[:, :-gap]

@@ -1,0 +1,249 @@
+"""Feature galleries and dataset exemplars per conv layer (METHODS §3, §4, §1 colour-blind).
+
+For every unit: the image that maximises its mean activation and the one that minimises it (one
+batch element per unit, see dossier.featurevis), the dataset images that excite it most and least
+(running top-k and bottom-k of the spatial mean, one streaming pass shared with every analysis) and
+the receptive-field patches around its strongest responses (top-k of the spatial maximum).
+Colour-blind units follow the seed's Algorithm 3 on the max image, confirmed on grayscale copies
+of the unit's top exemplars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dossier.analyses.base import Analysis, BuildContext, register
+from dossier.analyses.neuron_types import following_batchnorm
+from dossier.capture import Batch, recording
+from dossier.featurevis import Transforms, channel, histogram_peaks, optimise
+from dossier.results import NOT_EXPORTED
+from dossier.thumbnails import thumbnail, thumbnails
+
+
+@dataclass(frozen=True)
+class UnitCard:
+    unit: int
+    dataset_max: float  # largest spatial-mean activation over the data
+    reached_max: float  # the max image's spatial-mean activation
+    reached_min: float
+    quality: float | None  # reached_max / dataset_max
+    top: list[int]  # data-set indices, most exciting first
+    top_values: list[float]
+    bottom: list[int]
+    bottom_values: list[float]
+    patch_values: list[float]
+    colour_peaks: list[int] | None  # per-channel histogram peak of the max image (0–255)
+    colour_blind: bool | None  # None for 1-channel inputs
+    grayscale_ratio: float | None  # activation on grayscale top exemplars ÷ on the originals
+    max_image: np.ndarray = field(metadata=NOT_EXPORTED)
+    min_image: np.ndarray = field(metadata=NOT_EXPORTED)
+    patches: np.ndarray = field(metadata=NOT_EXPORTED)
+
+
+@dataclass(frozen=True)
+class LayerGallery:
+    layer: str
+    units: list[UnitCard]
+
+
+@dataclass(frozen=True)
+class GalleriesResult:
+    steps: int
+    parameterisation: str
+    decorrelated: bool
+    colour_threshold: float
+    exemplars: int
+    layers: list[LayerGallery]
+    pictures: dict[int, np.ndarray] = field(metadata=NOT_EXPORTED)  # data-set index -> thumbnail
+
+    def for_layer(self, name: str) -> LayerGallery | None:
+        return next((entry for entry in self.layers if entry.layer == name), None)
+
+
+class RunningExtremes:
+    """Per unit, the k largest and k smallest spatial means and the k largest spatial maxima with
+    their argmax positions, kept while streaming: memory is independent of the data size."""
+
+    def __init__(self, layers: list[str], k: int, norms: dict[str, tuple[str, torch.nn.Module]]) -> None:
+        self.layers, self.k, self.norms = layers, k, norms
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+
+    def update(self, batch: Batch) -> None:
+        indices = batch.indices.cpu()
+        for name in self.layers:
+            if name not in batch.activations:
+                continue
+            activation = batch.activations[name]
+            if name in self.norms:  # the unit as the next layer sees it: after its BatchNorm
+                activation = self.norms[name][1](activation)
+            activation = activation.float().cpu()
+            means = activation.mean(dim=(2, 3)).T  # units × batch
+            peak, where = activation.flatten(2).max(dim=2)
+            self._merge(name, "top", means, indices, largest=True)
+            self._merge(name, "bottom", means, indices, largest=False)
+            self._merge(name, "peak", peak.T, indices, largest=True, extra=where.T)
+
+    def _merge(self, name: str, key: str, values: torch.Tensor, indices: torch.Tensor, largest: bool, extra: torch.Tensor | None = None) -> None:
+        store = self.state.setdefault(name, {})
+        ids = indices.expand(values.shape[0], -1)
+        if key in store:
+            values = torch.cat([store[key], values], dim=1)
+            ids = torch.cat([store[f"{key}_ids"], ids], dim=1)
+            if extra is not None:
+                extra = torch.cat([store[f"{key}_where"], extra], dim=1)
+        k = min(self.k, values.shape[1])
+        chosen = values.topk(k, dim=1, largest=largest).indices
+        store[key] = values.gather(1, chosen)
+        store[f"{key}_ids"] = ids.gather(1, chosen)
+        if extra is not None:
+            store[f"{key}_where"] = extra.gather(1, chosen)
+
+
+def receptive_patch(pixels: np.ndarray, position: int, feature_shape: tuple[int, int], field_size: int) -> np.ndarray:
+    """The input window a feature-map position sees, centred on it, clamped to the image."""
+    height, width = pixels.shape[:2]
+    rows, cols = feature_shape
+    y = (position // cols + 0.5) * height / rows
+    x = (position % cols + 0.5) * width / cols
+    half = max(4, min(field_size, min(height, width))) / 2
+    top = int(np.clip(round(y - half), 0, max(0, height - 2 * half)))
+    left = int(np.clip(round(x - half), 0, max(0, width - 2 * half)))
+    size = int(2 * half)
+    return pixels[top : top + size, left : left + size]
+
+
+@register
+class Galleries(Analysis):
+    name = "galleries"
+    title = "Feature galleries"
+    result_type = GalleriesResult
+
+    def consumer(self, ctx: BuildContext) -> RunningExtremes | None:
+        convs = [layer.name for layer in ctx.recorded_layers if layer.type == "Conv2d"]
+        if not convs or ctx.model.scripted:
+            return None
+        norms = following_batchnorm(ctx.model.module, convs, ctx.config.model.input_size, ctx.device)
+        return RunningExtremes(convs, ctx.config.analyses.galleries.exemplars, norms)
+
+    def finish(self, ctx: BuildContext, consumer: RunningExtremes | None) -> GalleriesResult:
+        settings = ctx.config.analyses.galleries
+        if consumer is None:
+            raise ValueError("feature galleries need forward hooks, which TorchScript models do not support")
+        channels = ctx.config.model.input_size[0]
+        layers = []
+        for info in tqdm([l for l in ctx.recorded_layers if l.name in consumer.state], desc="feature galleries", unit="layer", leave=False):
+            norm = consumer.norms.get(info.name)
+            layers.append(self._layer(ctx, info, consumer.state[info.name], settings, norm[1] if norm else None))
+        # One thumbnail per data-set image shown anywhere: bounded by the data, not by the units.
+        shown = sorted({i for layer in layers for card in layer.units for i in card.top + card.bottom})
+        kept, images = thumbnails(ctx.dataset, shown, upscale=False)
+        return GalleriesResult(
+            steps=settings.steps,
+            parameterisation=settings.parameterisation,
+            decorrelated=channels == 3,
+            colour_threshold=settings.colour_threshold,
+            exemplars=settings.exemplars,
+            layers=layers,
+            pictures=dict(zip(kept, images)),
+        )
+
+    def _layer(self, ctx: BuildContext, info, state: dict[str, torch.Tensor], settings, norm) -> LayerGallery:
+        units = info.output_shape[0]
+        model, config = ctx.model.module, ctx.config
+        common = dict(
+            layers=[info.name], input_size=config.model.input_size, mean=config.model.channel_mean,
+            std=config.model.channel_std, steps=settings.steps, parameterisation=settings.parameterisation,
+            transforms=Transforms(), device=ctx.device,
+        )
+        maxima, minima = [], []
+        for start in range(0, units, settings.units_per_batch):
+            chosen = torch.arange(start, min(units, start + settings.units_per_batch), device=ctx.device)
+            maxima.append(optimise(model, channel(info.name, chosen, 1.0, norm), batch=len(chosen), seed=config.seed + start, **common))
+            minima.append(optimise(model, channel(info.name, chosen, -1.0, norm), batch=len(chosen), seed=config.seed + start + 1, **common))
+        max_images, min_images = torch.cat(maxima), torch.cat(minima)
+        reached_max = self._reached(ctx, info.name, max_images, norm)
+        reached_min = self._reached(ctx, info.name, min_images, norm)
+        gray_ratio = self._grayscale_ratio(ctx, info.name, state["top_ids"], norm) if config.model.input_size[0] == 3 else None
+        cards = []
+        for u in range(units):
+            max_pixels = _to_uint8(max_images[u])
+            peaks = histogram_peaks(max_pixels) if max_pixels.shape[2] == 3 else None
+            dataset_max = float(state["top"][u, 0])
+            cards.append(
+                UnitCard(
+                    unit=u,
+                    dataset_max=dataset_max,
+                    reached_max=float(reached_max[u]),
+                    reached_min=float(reached_min[u]),
+                    quality=float(reached_max[u] / dataset_max) if dataset_max > 0 else None,
+                    top=state["top_ids"][u].tolist(),
+                    top_values=state["top"][u].tolist(),
+                    bottom=state["bottom_ids"][u].tolist(),
+                    bottom_values=state["bottom"][u].tolist(),
+                    patch_values=state["peak"][u].tolist(),
+                    colour_peaks=peaks,
+                    colour_blind=bool(np.std(peaks) <= settings.colour_threshold) if peaks else None,
+                    grayscale_ratio=float(gray_ratio[u]) if gray_ratio is not None else None,
+                    max_image=thumbnail(max_pixels, upscale=False),
+                    min_image=thumbnail(_to_uint8(min_images[u]), upscale=False),
+                    patches=self._patches(ctx, info, state, u),
+                )
+            )
+        return LayerGallery(info.name, cards)
+
+    def _reached(self, ctx: BuildContext, layer: str, images: torch.Tensor, norm) -> torch.Tensor:
+        normalised = (images - torch.tensor(ctx.config.model.channel_mean, device=images.device).view(1, -1, 1, 1)) / torch.tensor(
+            ctx.config.model.channel_std, device=images.device
+        ).view(1, -1, 1, 1)
+        with torch.no_grad(), recording(ctx.model.module, [layer]) as outputs:
+            ctx.model.module(normalised)
+            activation = (norm(outputs[layer]) if norm is not None else outputs[layer]).mean(dim=(2, 3))
+        return activation[torch.arange(len(images)), torch.arange(len(images))].cpu()
+
+    def _grayscale_ratio(self, ctx: BuildContext, layer: str, top_ids: torch.Tensor, norm) -> np.ndarray:
+        """Mean activation of each unit on grayscale copies of its top exemplars ÷ on the originals."""
+        wanted = sorted(set(top_ids.flatten().tolist()))
+        position = {index: n for n, index in enumerate(wanted)}
+        colour, gray = [], []
+        for index in wanted:
+            pixels = ctx.dataset.image(index)
+            if pixels is None:
+                pixels = np.zeros(tuple(ctx.config.model.input_size[1:]) + (3,), dtype=np.uint8)
+            luminance = np.round(pixels @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+            colour.append(ctx.dataset.normalise(pixels))
+            gray.append(ctx.dataset.normalise(np.repeat(luminance[..., None], 3, axis=2)))
+        means = {}
+        for key, images in (("colour", colour), ("gray", gray)):
+            batches = []
+            with torch.no_grad(), recording(ctx.model.module, [layer]) as outputs:
+                for start in range(0, len(images), ctx.config.batch_size):
+                    ctx.model.module(torch.stack(images[start : start + ctx.config.batch_size]).to(ctx.device))
+                    activation = norm(outputs[layer]) if norm is not None else outputs[layer]
+                    batches.append(torch.relu(activation).mean(dim=(2, 3)).cpu())
+            means[key] = torch.cat(batches)
+        rows = torch.tensor([[position[i] for i in ids] for ids in top_ids.tolist()])
+        units = torch.arange(len(rows))[:, None]
+        on_colour = means["colour"][rows, units].mean(dim=1)
+        on_gray = means["gray"][rows, units].mean(dim=1)
+        return (on_gray / on_colour.clamp(min=1e-12)).numpy()
+
+    def _patches(self, ctx: BuildContext, info, state: dict[str, torch.Tensor], unit: int) -> np.ndarray:
+        pictures = []
+        feature_shape = info.output_shape[1:]
+        field_size = info.receptive_field or min(ctx.config.model.input_size[1:])
+        for index, where in zip(state["peak_ids"][unit].tolist(), state["peak_where"][unit].tolist()):
+            pixels = ctx.dataset.image(index)
+            if pixels is not None:
+                pictures.append(thumbnail(receptive_patch(pixels, where, feature_shape, field_size), upscale=False))
+        if not pictures:
+            return np.zeros((0, 1, 1, ctx.config.model.input_size[0]), dtype=np.uint8)
+        side = max(p.shape[0] for p in pictures)
+        return np.stack([np.pad(p, ((0, side - p.shape[0]), (0, side - p.shape[1]), (0, 0))) for p in pictures])
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    return np.round(image.permute(1, 2, 0).cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
