@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -21,10 +21,14 @@ from sklearn.neighbors import NearestNeighbors
 from tqdm import tqdm
 
 from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.analyses.purity import FeatureCollector, balanced_sample, purity_score
+from dossier.analyses.purity import (
+    ClusterSummary,
+    FeatureCollector,
+    balanced_sample,
+    purity_score,
+    summarise_clusters,
+)
 from dossier.errors import ConfigError
-from dossier.results import NOT_EXPORTED
-from dossier.thumbnails import thumbnails
 
 _DENSE_MATRICES = 6  # n×n float64 matrices alive at once on the dense path
 
@@ -34,16 +38,6 @@ class Scores:
     purity: float
     nmi: float
     ari: float
-
-
-@dataclass(frozen=True)
-class CommuteCluster:
-    size: int
-    composition: list[int]
-    majority_class: int
-    representatives: list[int]
-    representative_classes: list[int]
-    thumbnails: np.ndarray = field(metadata=NOT_EXPORTED)
 
 
 @dataclass(frozen=True)
@@ -59,7 +53,7 @@ class LayerCommute:
     raw: Scores
     corrected: Scores
     seconds: float
-    clusters: list[CommuteCluster]  # on the corrected distance
+    clusters: list[ClusterSummary]  # on the corrected distance
 
 
 @dataclass(frozen=True)
@@ -213,7 +207,9 @@ class Commute(Analysis):
                 continue
             points = np.concatenate(consumer.features[name]).astype(np.float64)
             entry, assignment = analyse_layer(name, points, labels, classes, settings.neighbors, ctx.config.seed)
-            summaries = _cluster_summaries(ctx, assignment, points, labels, indices, classes, settings.representatives)
+            centres = np.stack([points[assignment == c].mean(axis=0) for c in range(assignment.max() + 1)])
+            distances = np.linalg.norm(points - centres[assignment], axis=1)
+            summaries = summarise_clusters(ctx, assignment, distances, labels, indices, classes, settings.representatives)
             layers.append(LayerCommute(**{**entry.__dict__, "clusters": summaries}))
         return CommuteResult(
             sample=len(labels),
@@ -221,24 +217,3 @@ class Commute(Analysis):
             connection="each extra component joined to the largest by its closest pair of points",
             layers=layers,
         )
-
-
-def _cluster_summaries(ctx, assignment, points, labels, indices, classes, count) -> list[CommuteCluster]:
-    summaries = []
-    for cluster in np.unique(assignment):
-        members = np.flatnonzero(assignment == cluster)
-        centre = points[members].mean(axis=0)
-        nearest = members[np.argsort(np.linalg.norm(points[members] - centre, axis=1))[:count]]
-        kept, pictures = thumbnails(ctx.dataset, [int(indices[i]) for i in nearest])
-        composition = np.bincount(labels[members], minlength=classes)
-        summaries.append(
-            CommuteCluster(
-                size=len(members),
-                composition=composition.tolist(),
-                majority_class=int(composition.argmax()),
-                representatives=kept,
-                representative_classes=[int(ctx.dataset.labels[i]) for i in kept],
-                thumbnails=pictures,
-            )
-        )
-    return sorted(summaries, key=lambda c: -c.size)

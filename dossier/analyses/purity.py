@@ -163,7 +163,7 @@ class Purity(Analysis):
                     purity=purity_score(labels, assignment),
                     nmi=float(normalized_mutual_info_score(labels, assignment)),
                     ari=float(adjusted_rand_score(labels, assignment)),
-                    clusters=_summarise_clusters(
+                    clusters=summarise_clusters(
                         ctx, assignment, distances, labels, indices, classes, settings.representatives
                     ),
                 )
@@ -188,7 +188,7 @@ def kmeans_clusters(
     return assignment, distances
 
 
-def _summarise_clusters(
+def summarise_clusters(
     ctx: BuildContext,
     assignment: np.ndarray,
     distances: np.ndarray,
@@ -197,6 +197,8 @@ def _summarise_clusters(
     classes: int,
     representatives: int,
 ) -> list[ClusterSummary]:
+    """Size, class composition and the images nearest the centre (smallest `distances`) of each
+    cluster, largest first."""
     clusters = []
     for cluster in np.unique(assignment):
         members = np.flatnonzero(assignment == cluster)
