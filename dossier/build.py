@@ -107,7 +107,6 @@ def build(
                 layers=layers,
                 results=computed.results,
                 failures=computed.failures,
-                config_dump=config.model_dump(mode="json"),
                 pictures=PictureWriter(staging),
                 pdf_units=config.analyses.galleries.pdf_units,
             )

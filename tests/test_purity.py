@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.metrics.cluster import contingency_matrix
 
-from dossier.analyses.purity import balanced_rows, kmeans_clusters, purity_score, reduce_activation
+from dossier.analyses.purity import balanced_sample, kmeans_clusters, purity_score, reduce_activation
 
 
 def test_purity_matches_the_contingency_matrix_definition() -> None:
@@ -38,7 +38,8 @@ def test_reduce_activation_flattens_small_and_pools_large() -> None:
     assert reduce_activation(wide, max_features=128)[0].shape == (5, 300)
 
 
-def test_balanced_rows() -> None:
+def test_balanced_sample() -> None:
     labels = np.array([0] * 10 + [1] * 3 + [2] * 7)
-    rows = balanced_rows(labels, seed=1)
+    rows = balanced_sample(labels, len(labels), seed=1)
     assert np.bincount(labels[rows]).tolist() == [3, 3, 3]
+    assert np.bincount(labels[balanced_sample(labels, 6, seed=1)]).tolist() == [2, 2, 2]

@@ -116,19 +116,11 @@ def _rows(batch: Batch, mask: torch.Tensor) -> Batch:
 
 
 def balanced_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Data-set indices of an equal number of items per class, at most `size` in all, sorted."""
+    """Positions in `labels` of an equal number of items per class, at most `size` in all, sorted
+    (given the data set's labels, these are data-set indices)."""
     classes = np.unique(labels)
     per_class = min(min(int((labels == c).sum()) for c in classes), max(1, size // len(classes)))
     rng = np.random.default_rng(seed)
-    rows = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes]
-    return np.sort(np.concatenate(rows))
-
-
-def balanced_rows(labels: np.ndarray, seed: int) -> np.ndarray:
-    """Rows giving every class the same number of items (the smallest class's count)."""
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per_class = min(int((labels == c).sum()) for c in classes)
     rows = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes]
     return np.sort(np.concatenate(rows))
 
@@ -146,7 +138,7 @@ class Purity(Analysis):
     def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> PurityResult:
         settings = ctx.config.analyses.purity
         labels_all = np.concatenate(consumer.labels)
-        rows = balanced_rows(labels_all, ctx.config.seed)
+        rows = balanced_sample(labels_all, len(labels_all), ctx.config.seed)
         labels = labels_all[rows]
         indices = np.concatenate(consumer.indices)[rows]
         classes = len(ctx.dataset.class_names)

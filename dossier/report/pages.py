@@ -49,7 +49,6 @@ from dossier.report.pictures import (
 class Picture:
     src: str
     caption: str
-    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -221,7 +220,6 @@ class Report:
     purity: PurityResult | None
     purity_chart: str | None
     failures: dict[str, str]
-    config_dump: dict[str, Any]
     pdf_name: str | None = "dossier.pdf"
     pages: list[tuple[str, str]] = field(default_factory=list)  # (file, title) of cross-layer pages
     neuron_types: NeuronTypesResult | None = None
@@ -241,7 +239,7 @@ class Report:
         return not self.provenance.trained
 
     def class_name(self, index: int) -> str:
-        return self.class_names[index] if 0 <= index < len(self.class_names) else str(index)
+        return _name(self.class_names, index)
 
 
 def layer_filename(info: LayerInfo) -> str:
@@ -257,7 +255,6 @@ def build_report(
     layers: list[LayerInfo],
     results: dict[str, Any],
     failures: dict[str, str],
-    config_dump: dict[str, Any],
     pictures: PictureWriter,
     pdf_units: int = 8,
 ) -> Report:
@@ -305,7 +302,6 @@ def build_report(
         purity=purity,
         purity_chart=_purity_chart(purity, pictures) if purity else None,
         failures=failures,
-        config_dump=config_dump,
         pages=cross_layer,
         neuron_types=types,
         types_chart=_types_chart(types, pages, pictures) if types and types.layers else None,
