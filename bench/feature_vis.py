@@ -17,7 +17,8 @@ import time
 import torch
 import torchvision
 
-from dossier.featurevis import ImageParameterisation, Transforms, channel, optimise, truncated_forward
+from dossier.capture import truncated_forward
+from dossier.featurevis import ImageParameterisation, Transforms, channel, optimise
 
 SIZE, STEPS, UNITS, LAYER = 64, 16, 16, "layer3"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

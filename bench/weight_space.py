@@ -22,11 +22,11 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 from dossier.analyses import REGISTRY, BuildContext  # noqa: E402
-from dossier.analyses.kernel_clusters import cluster_kernels  # noqa: E402
+from dossier.analyses.kernel_clusters import KernelClustersSettings, cluster_kernels  # noqa: E402
 from dossier.analyses.neuron_types import ks_spreads  # noqa: E402
-from dossier.analyses.tda_rings import analyse_rings  # noqa: E402
+from dossier.analyses.tda_rings import TdaRingsSettings, analyse_rings  # noqa: E402
 from dossier.capture import data_pass  # noqa: E402
-from dossier.config import KernelClustersConfig, TdaRingsConfig, load_config  # noqa: E402
+from dossier.config import load_config  # noqa: E402
 from dossier.data import load_dataset  # noqa: E402
 from dossier.layers import discover_layers  # noqa: E402
 from dossier.model_source import load_model  # noqa: E402
@@ -66,8 +66,8 @@ def sample() -> None:
 def large_layer() -> None:
     weight = conv_weight(torchvision.models.resnet18().layer4[1].conv2)
     _, ks = timed(lambda: [ks_spreads(weight[u]) for u in range(len(weight))])
-    _, clusters = timed(cluster_kernels, "layer4.1.conv2", weight, KernelClustersConfig(), 0)
-    _, rings = timed(analyse_rings, "layer4.1.conv2", weight, TdaRingsConfig(), 0)
+    _, clusters = timed(cluster_kernels, "layer4.1.conv2", weight, KernelClustersSettings(), 0)
+    _, rings = timed(analyse_rings, "layer4.1.conv2", weight, TdaRingsSettings(), 0)
     print("resnet18 layer4.1.conv2 (512 units, 3×3×512, random weights):")
     print(f"  neuron types (KS border test): {ks:.2f} s")
     print(f"  kernel clusters: {clusters:.2f} s")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from dossier import __version__, results as results_io
-from dossier.analyses import ALWAYS_RUN, REGISTRY, BuildContext
+from dossier.analyses import ALWAYS_RUN, REGISTRY, BuildContext, finding, ordered
 from dossier.capture import data_pass
 from dossier.config import Config
 from dossier.data import load_dataset
@@ -22,8 +22,8 @@ from dossier.errors import DataError, DossierError
 from dossier.layers import discover_layers
 from dossier.model_source import resolve_device, load_model
 from dossier.provenance import Provenance, Stopwatch, environment, package_versions
-from dossier.report.pages import build_report, finding
-from dossier.report.pictures import PictureWriter
+from dossier.report.kit import ViewKit
+from dossier.report.pages import build_report
 from dossier.report.render import write_export, write_pdf, write_site
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ class BuildOutcome:
 @dataclass(frozen=True)
 class ComputedResults:
     results: dict[str, Any]
-    failures: dict[str, str]
+    failures: dict[str, str]  # analysis -> what went wrong
+    not_applicable: dict[str, str]  # analysis -> why it does not apply to this model
     cached: list[str]
 
 
@@ -91,7 +92,7 @@ def build(
                 "the class folders, sorted by name, must match the model's outputs"
             )
     ctx = BuildContext(config, model, layers, dataset, torch_device)
-    names = list(dict.fromkeys([*ALWAYS_RUN, *(only if only is not None else REGISTRY)]))
+    names = [cls.name for cls in ordered([*ALWAYS_RUN, *(only if only is not None else REGISTRY)])]
     computed = compute_results(ctx, names, cache_dir, watch, strict)
 
     log.info("[5/5] rendering the site%s", " and the PDF" if pdf else "")
@@ -107,8 +108,8 @@ def build(
                 layers=layers,
                 results=computed.results,
                 failures=computed.failures,
-                pictures=PictureWriter(staging),
-                pdf_units=config.analyses.galleries.pdf_units,
+                not_applicable=computed.not_applicable,
+                kit=ViewKit(staging, config, dataset.class_names, layers),
             )
             report.pdf_name = "dossier.pdf" if pdf else None
             write_site(report, staging)
@@ -137,9 +138,14 @@ def compute_results(
     shared data pass feeds every analysis that needs computing."""
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
+    not_applicable: dict[str, str] = {}
     pending = []
     for name in names:
         analysis = REGISTRY[name]()
+        reason = analysis.applies(ctx)
+        if reason is not None:
+            not_applicable[name] = reason
+            continue
         path = cache_dir / "results" / f"{name}-{_result_key(ctx, analysis)}"
         cached = results_io.load(analysis.result_type, path)
         if cached is not None:
@@ -149,7 +155,7 @@ def compute_results(
     cached_names = list(results)
     if not pending:
         log.info("[4/5] every analysis is cached: re-rendering only")
-        return ComputedResults(results, failures, cached_names)
+        return ComputedResults(results, failures, not_applicable, cached_names)
     consumers = {analysis.name: analysis.consumer(ctx) for analysis, _ in pending}
     feeding = {name: consumer for name, consumer in consumers.items() if consumer is not None}
     if feeding:
@@ -181,7 +187,7 @@ def compute_results(
                 continue
         results_io.save(result, path)
         results[analysis.name] = result
-    return ComputedResults(results, failures, cached_names)
+    return ComputedResults(results, failures, not_applicable, cached_names)
 
 
 def _logits_layer(ctx: BuildContext) -> str | None:
@@ -244,9 +250,8 @@ def export_document(config: Config, provenance: Provenance, layers, computed: Co
         ],
         "analyses": {name: results_io.to_export(result) for name, result in computed.results.items()},
         "failures": computed.failures,
-        "finding": finding(
-            computed.results.get("purity"), computed.results.get("probes"), computed.results.get("translation")
-        ),
+        "not_applicable": computed.not_applicable,
+        "finding": finding(computed.results),
     }
 
 

@@ -6,7 +6,7 @@ so the data is read once per build and no analysis holds more than its running s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,6 +18,57 @@ from tqdm import tqdm
 
 from dossier.data import ImageSet, collate_readable
 
+ForwardHook = Callable[[nn.Module, tuple, torch.Tensor], None]
+PreHook = Callable[[nn.Module, tuple], None]
+
+
+@contextmanager
+def hooks(
+    model: nn.Module, forward: Mapping[str, ForwardHook] | None = None, pre: Mapping[str, PreHook] | None = None
+) -> Iterator[None]:
+    """Forward hooks (after the module) and pre-hooks (before it) on the named modules, removed on
+    exit whatever happens inside: the one place dossier instruments a model."""
+    modules = dict(model.named_modules())
+    handles = []
+    try:
+        for name, hook in (forward or {}).items():
+            handles.append(modules[name].register_forward_hook(hook))
+        for name, hook in (pre or {}).items():
+            handles.append(modules[name].register_forward_pre_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class _Stop(Exception):
+    """Raised from a hook once the deepest wanted layer has run."""
+
+
+def truncated_forward(
+    model: nn.Module, layers: Sequence[str], images: torch.Tensor, stop: bool = True
+) -> dict[str, torch.Tensor]:
+    """Outputs of the named layers (with their autograd graph), stopping the forward pass once
+    the last of them has run (unless stop is False: then the model's output is there too, as
+    "(output)"): what follows the deepest layer is never computed."""
+    outputs: dict[str, torch.Tensor] = {}
+    wanted = set(layers)
+
+    def keep(name: str) -> ForwardHook:
+        def hook(_m: nn.Module, _i: tuple, output: torch.Tensor) -> None:
+            outputs[name] = output
+            if stop and wanted <= outputs.keys():
+                raise _Stop
+
+        return hook
+
+    try:
+        with hooks(model, {name: keep(name) for name in layers}):
+            outputs["(output)"] = model(images)
+    except _Stop:
+        pass
+    return outputs
+
 
 def input_key(name: str) -> str:
     """Where recording() keeps the input of a module named in `inputs_of`."""
@@ -26,35 +77,28 @@ def input_key(name: str) -> str:
 
 @contextmanager
 def recording(
-    model: nn.Module, layer_names: Sequence[str], inputs_of: Sequence[str] = ()
+    model: nn.Module, layer_names: Sequence[str], inputs_of: Sequence[str] = (), detach: bool = True
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the output of each named module (and the input of each in `inputs_of`, under
     input_key(name)) into the yielded dict on every forward pass."""
-    modules = dict(model.named_modules())
     outputs: dict[str, torch.Tensor] = {}
-    handles = []
 
-    def hook_for(name: str):
+    def store_output(name: str) -> ForwardHook:
         def store(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            outputs[name] = output.detach()
+            outputs[name] = output.detach() if detach else output
 
         return store
 
-    def input_hook_for(name: str):
+    def store_input(name: str) -> PreHook:
         def store(_module: nn.Module, inputs: tuple) -> None:
-            outputs[input_key(name)] = inputs[0].detach()
+            outputs[input_key(name)] = inputs[0].detach() if detach else inputs[0]
 
         return store
 
-    try:
-        for name in layer_names:
-            handles.append(modules[name].register_forward_hook(hook_for(name)))
-        for name in inputs_of:
-            handles.append(modules[name].register_forward_pre_hook(input_hook_for(name)))
+    forward = {name: store_output(name) for name in layer_names}
+    pre = {name: store_input(name) for name in inputs_of}
+    with hooks(model, forward, pre):
         yield outputs
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @dataclass
@@ -66,6 +110,13 @@ class Batch:
     indices: torch.Tensor
     logits: torch.Tensor
     activations: dict[str, torch.Tensor]
+
+    def rows(self, mask: torch.Tensor) -> "Batch":
+        """The batch restricted to the rows where mask is true."""
+        return Batch(
+            self.images[mask], self.labels[mask], self.indices[mask], self.logits[mask],
+            {name: value[mask] for name, value in self.activations.items()},
+        )
 
 
 class Consumer(Protocol):

@@ -11,7 +11,7 @@ import click
 
 from dossier import __version__
 from dossier.analyses import ALWAYS_RUN, REGISTRY
-from dossier.config import STARTER_CONFIG, load_config
+from dossier.config import config_reference, load_config
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -121,5 +121,5 @@ def init(config_file: Path, force: bool) -> None:
     """Write a commented starter config to CONFIG_FILE (default: dossier.yaml)."""
     if config_file.exists() and not force:
         raise click.ClickException(f"'{config_file}' exists; use --force to overwrite it")
-    config_file.write_text(STARTER_CONFIG, encoding="utf-8")
+    config_file.write_text(config_reference(starter=True), encoding="utf-8")
     click.echo(f"wrote {config_file}: edit model and data, then run: dossier build {config_file}")

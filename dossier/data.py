@@ -6,15 +6,19 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from dossier.config import Config
 from dossier.errors import DataError
 from dossier.sample import DIGIT_CLASSES, held_out_digits
+from dossier.sampling import round_robin
+
+if TYPE_CHECKING:
+    from dossier.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -162,17 +166,7 @@ def balanced_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndar
     """Indices of at most `limit` items, spread as evenly as the classes allow, in stable order."""
     if limit is None or limit >= len(labels):
         return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
-    chosen: list[int] = []
-    depth = 0
-    # Round-robin over classes: a small class runs out and the others fill the remaining places.
-    while len(chosen) < limit:
-        for members in by_class:
-            if depth < len(members) and len(chosen) < limit:
-                chosen.append(int(members[depth]))
-        depth += 1
-    return np.array(sorted(chosen), dtype=np.int64)
+    return np.sort(round_robin(labels, limit, np.random.default_rng(seed)))
 
 
 def _manifest_sha256(names: list[str], paths: list[Path]) -> str:

@@ -19,13 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dossier.capture import truncated_forward
+
 # Lucid's colour correlation (ImageNet), as its square root: decorrelated → RGB.
 _COLOUR_CORRELATION = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 _COLOUR_CORRELATION = _COLOUR_CORRELATION / _COLOUR_CORRELATION.norm(dim=0).max()
-
-
-class _Stop(Exception):
-    """Raised from a hook once the deepest target layer has run."""
 
 
 @dataclass(frozen=True)
@@ -115,33 +113,6 @@ def frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for parameter, flag in zip(model.parameters(), previous):
             parameter.requires_grad_(flag)
-
-
-def truncated_forward(model: nn.Module, layers: list[str], images: torch.Tensor, stop: bool = True) -> dict[str, torch.Tensor]:
-    """Outputs of the named layers, stopping the forward pass once the last of them has run
-    (unless stop is False: then the model's output is there too, as "(output)")."""
-    modules = dict(model.named_modules())
-    outputs: dict[str, torch.Tensor] = {}
-    wanted = set(layers)
-
-    def hook_for(name: str):
-        def hook(_m: nn.Module, _i: tuple, output: torch.Tensor) -> None:
-            outputs[name] = output
-            if stop and wanted <= outputs.keys():
-                raise _Stop
-
-        return hook
-
-    handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
-    try:
-        logits = model(images)
-        outputs["(output)"] = logits
-    except _Stop:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return outputs
 
 
 Objective = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # outputs -> per-image score to maximise

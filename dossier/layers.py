@@ -9,14 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dossier.capture import recording
+from dossier.capture import hooks, recording, truncated_forward
 from dossier.errors import ConfigError, ModelError
 
 _RECEPTIVE_FIELD_BATCH = 4
-
-
-class _StopForward(Exception):
-    """Raised from a hook to skip the layers after the one being measured."""
 
 
 @dataclass(frozen=True)
@@ -143,27 +139,13 @@ def receptive_fields(
     receptive field, taken over a few random inputs so that ReLU and max-pool gating average out.
     """
     fields: dict[str, int] = {}
-    modules = dict(model.named_modules())
     for name in names:
         if len(shapes.get(name, ())) != 3:
             continue
-        captured: dict[str, torch.Tensor] = {}
-
-        def stop(_m: nn.Module, _i: tuple, output: torch.Tensor) -> None:
-            captured["out"] = output
-            raise _StopForward
-
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(_RECEPTIVE_FIELD_BATCH, *input_size, generator=generator).to(device)
         x.requires_grad_(True)
-        handle = modules[name].register_forward_hook(stop)
-        try:
-            model(x)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        out = captured["out"]
+        out = truncated_forward(model, [name], x)[name]
         centre = out[:, :, out.shape[2] // 2, out.shape[3] // 2]
         (grad,) = torch.autograd.grad(centre.abs().sum(), x, allow_unused=True)
         if grad is None:
@@ -197,3 +179,34 @@ def _unique_slugs(names: list[str]) -> dict[str, str]:
         used.add(slug.lower())
         slugs[name] = slug
     return slugs
+
+
+def batchnorm_after(
+    model: nn.Module, names: list[str], input_size: tuple[int, int, int], device: torch.device
+) -> dict[str, tuple[str, nn.Module]]:
+    """For each named conv, the (name, module) of the BatchNorm whose input is that conv's output.
+
+    Found by tensor identity on one forward pass, so it works in any architecture (sequential,
+    residual, Inception branches) without knowing how the model is written."""
+    modules = dict(model.named_modules())
+    norms = {n: m for n, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    produced_by: dict[int, str] = {}  # id of a conv's output tensor -> the conv's name
+    found: dict[str, tuple[str, nn.Module]] = {}
+
+    def remember(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            produced_by[id(output)] = name
+
+        return hook
+
+    def match(bn_name: str):
+        def pre_hook(_module: nn.Module, inputs: tuple) -> None:
+            source = produced_by.get(id(inputs[0]))
+            if source is not None and source not in found:
+                found[source] = (bn_name, norms[bn_name])
+
+        return pre_hook
+
+    with torch.no_grad(), hooks(model, {n: remember(n) for n in names}, {n: match(n) for n in norms}):
+        model(torch.zeros(1, *input_size, device=device))
+    return found

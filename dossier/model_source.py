@@ -8,15 +8,18 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
 
-from dossier.config import Config
 from dossier.errors import DossierError, ModelError
 from dossier.sample import DigitsCNN, file_sha256, trained_digits_cnn
+
+if TYPE_CHECKING:
+    from dossier.config import Config
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 

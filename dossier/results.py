@@ -21,6 +21,15 @@ T = TypeVar("T")
 NOT_EXPORTED = {"export": False}
 
 
+class ByLayer:
+    """for_layer() of a result whose `layers` are entries naming their `layer`."""
+
+    layers: list[Any]
+
+    def for_layer(self, name: str) -> Any:
+        return next((entry for entry in self.layers if entry.layer == name), None)
+
+
 def to_export(value: Any) -> Any:
     """A JSON-ready copy of a result for dossier.json: arrays as lists, pictures left out."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -47,9 +47,14 @@ def conv_layer_weights(model: nn.Module, names: list[str]) -> list[tuple[str, np
     return found
 
 
+def spatial_conv_layers(model: nn.Module, names: list[str]) -> list[str]:
+    """The conv layers among names whose kernels are larger than 1×1."""
+    return [name for name, w in conv_layer_weights(model, names) if w.shape[2] * w.shape[3] > 1]
+
+
 def control_weights(model: nn.Module, names: list[str], seed: int) -> tuple[str, np.ndarray] | None:
     """The first conv layer with spatial kernels, as it is at random initialisation."""
-    spatial = [name for name, w in conv_layer_weights(model, names) if w.shape[2] * w.shape[3] > 1]
+    spatial = spatial_conv_layers(model, names)
     control = random_init_copy(model, seed) if spatial else None
     if control is None:
         return None

@@ -17,7 +17,7 @@ from dossier.analyses.commute import (
 from dossier.analyses.probes import probe_layer
 from dossier.analyses.translation import measure
 from dossier.errors import ConfigError
-from dossier.report.pages import finding
+from dossier.analyses import finding
 
 
 def test_pseudo_inverse_commute_time_equals_effective_resistance() -> None:
@@ -129,4 +129,4 @@ def test_finding_is_written_from_the_numbers(sample_build) -> None:
     embedding = analyses["embedding"]
     assert len(embedding["points"]) == analyses["probes"]["images"]
     assert all(embedding["labels"][n] != embedding["predicted"][n] for n in embedding["mistakes"])
-    assert finding(None, None, None) is None
+    assert finding({}) is None

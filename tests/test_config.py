@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from dossier.config import STARTER_CONFIG, load_config
+from dossier.config import config_reference, load_config
 from dossier.errors import ConfigError
 from tests.conftest import TINY_CONFIG, write_config
 
@@ -65,7 +65,7 @@ def test_bad_literal_lists_the_allowed_values(tmp_path: Path) -> None:
 def test_starter_config_is_valid(tmp_path: Path, cli) -> None:
     result = cli("init", tmp_path / "start.yaml")
     assert result.exit_code == 0
-    assert (tmp_path / "start.yaml").read_text() == STARTER_CONFIG
+    assert (tmp_path / "start.yaml").read_text() == config_reference(starter=True)
     config = load_config(tmp_path / "start.yaml")
     assert config.model.torchvision == "resnet18"
     assert cli("init", tmp_path / "start.yaml").exit_code != 0  # no silent overwrite

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from dossier.analyses.galleries import RunningExtremes, receptive_patch
-from dossier.capture import Batch
+from dossier.capture import Batch, truncated_forward
 from dossier.featurevis import (
     ImageParameterisation,
     Transforms,
@@ -14,7 +14,6 @@ from dossier.featurevis import (
     histogram_peaks,
     mix,
     optimise,
-    truncated_forward,
     whole_layer,
 )
 

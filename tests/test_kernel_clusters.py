@@ -8,10 +8,10 @@ from dossier.analyses.kernel_clusters import (
     largest_gap_clusters,
     unit_vectors,
 )
-from dossier.config import KernelClustersConfig
+from dossier.analyses.kernel_clusters import KernelClustersSettings
 from dossier.weights import conv_weight, random_init_copy
 
-SETTINGS = KernelClustersConfig()
+SETTINGS = KernelClustersSettings()
 
 
 def test_three_planted_templates_come_back_as_three_clusters() -> None:

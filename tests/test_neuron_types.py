@@ -4,12 +4,12 @@ import torch
 
 from dossier.analyses.neuron_types import (
     _UnitStatistics,
-    following_batchnorm,
     is_border_aware,
     ks_spreads,
     selectivity_index,
 )
 from dossier.capture import Batch
+from dossier.layers import batchnorm_after
 from dossier.sample import DigitsCNN
 from tests.conftest import tiny_model
 
@@ -44,15 +44,15 @@ def test_selectivity_index_known_values() -> None:
     assert index == pytest.approx(0.5)
 
 
-def test_following_batchnorm_matches_by_tensor_identity() -> None:
+def test_batchnorm_after_matches_by_tensor_identity() -> None:
     model = DigitsCNN().eval()
     names = ["conv1", "conv2", "block.conv1", "block.conv2", "conv3"]
-    found = following_batchnorm(model, names, (3, 32, 32), torch.device("cpu"))
+    found = batchnorm_after(model, names, (3, 32, 32), torch.device("cpu"))
     assert {conv: bn for conv, (bn, _) in found.items()} == {
         "conv1": "bn1", "conv2": "bn2", "block.conv1": "block.bn1", "block.conv2": "block.bn2", "conv3": "bn3",
     }
     tiny = tiny_model().eval()
-    found = following_batchnorm(tiny, ["conv1", "conv2"], (3, 12, 12), torch.device("cpu"))
+    found = batchnorm_after(tiny, ["conv1", "conv2"], (3, 12, 12), torch.device("cpu"))
     assert list(found) == ["conv1"]  # conv2 feeds a ReLU directly
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in tiny.modules()) == 0
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 from sklearn.metrics.cluster import contingency_matrix
 
-from dossier.analyses.purity import balanced_sample, kmeans_clusters, purity_score, reduce_activation
+from dossier.analyses.purity import kmeans_clusters, purity_score, reduce_activation
+from dossier.sampling import balanced_sample
 
 
 def test_purity_matches_the_contingency_matrix_definition() -> None:

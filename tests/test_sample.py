@@ -1,6 +1,7 @@
 """The offline sample: trained deterministically, cached, accurate, and exercising the later analyses."""
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -56,7 +57,11 @@ def test_sample_shows_weight_space_sections_for_every_conv_layer(sample_build: P
             assert f"<h2>{heading}</h2>" in html, (layer["name"], heading)
         types = next(t for t in analyses["neuron_types"]["layers"] if t["layer"] == layer["name"])
         assert types["units"] == layer["output_shape"][0] == len(types["rows"])
-        assert all(row["colour_blind"] is None for row in types["rows"])  # pending, not faked
+        gallery = next(g for g in analyses["galleries"]["layers"] if g["layer"] == layer["name"])
+        blind = {card["unit"] for card in gallery["units"] if card["colour_blind"]}
+        rows = re.findall(r'<tr id="neuron_types-unit-(\d+)">.*?</tr>', html, flags=re.S)
+        labelled = {int(u) for u, row in zip(rows, re.findall(r'<tr id="neuron_types-unit-\d+">(.*?)</tr>', html, flags=re.S)) if "colour-blind" in row}
+        assert labelled == blind  # the galleries' label reaches the neuron-type table
     first = convs[0]["slug"]
     first_page = (sample_build / f"layer-{first}.html").read_text()
     assert "Control: the same layer at random initialisation" in first_page

@@ -3,10 +3,10 @@ import re
 import numpy as np
 
 from dossier.analyses.tda_rings import analyse_rings, graph_cycles, kernel_samples
-from dossier.config import TdaRingsConfig
-from dossier.report.render import offline_mapper_html
+from dossier.analyses.tda_rings import TdaRingsSettings
+from dossier.analyses.tda_rings import offline_mapper_html
 
-SETTINGS = TdaRingsConfig()
+SETTINGS = TdaRingsSettings()
 
 
 def _edge(theta: float, size: int = 5) -> np.ndarray:
@@ -40,7 +40,7 @@ def test_empty_graph_is_explained_not_a_crash() -> None:
 def test_subsampling_is_deterministic_and_reported() -> None:
     rng = np.random.default_rng(0)
     weights = rng.normal(size=(64, 40, 3, 3))
-    settings = TdaRingsConfig(max_kernels=500)
+    settings = TdaRingsSettings(max_kernels=500)
     first = analyse_rings("big", weights, settings, seed=0, interactive=False)
     second = analyse_rings("big", weights, settings, seed=0, interactive=False)
     assert first.kernels_total == 2560 and first.kernels_sampled == 500

@@ -1,20 +1,30 @@
-"""What every analysis is: a registered name, settings from the config, a data-pass consumer and
-a typed result. Rendering reads results only; it never sees tensors."""
+"""What every analysis is: one section of the dossier, from its settings to its views.
+
+Computing: settings (`analyses.<name>` in the config), `applies` (or the reason it does not), a
+data-pass consumer and a typed result, cached by what it depends on. Rendering reads results only,
+never tensors: the section's views, its template partial (`templates/analyses/<name>.html`), its
+columns in the index's layer table, its search entries, what it says about units and its
+sentence for the finding. The report walks the registry in `order`; nothing else names a section.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel
 
 from dossier.capture import Consumer
-from dossier.config import Config
 from dossier.data import ImageSet
 from dossier.layers import LayerInfo
 from dossier.model_source import LoadedModel
+from dossier.report.kit import Column, CrossPage, SearchEntry, SectionView, UnitLabel, ViewKit
+from dossier.settings import SectionSettings
+
+if TYPE_CHECKING:
+    from dossier.config import Config
 
 
 @dataclass
@@ -32,6 +42,11 @@ class BuildContext:
         return [layer for layer in self.layers if layer.recordable]
 
     @property
+    def conv_layers(self) -> list[LayerInfo]:
+        """Recorded Conv2d layers: the ones with units and kernels."""
+        return [layer for layer in self.recorded_layers if layer.type == "Conv2d"]
+
+    @property
     def classifier(self) -> str | None:
         """The last recorded layer when it is a Linear one: its input is the penultimate code."""
         recorded = self.recorded_layers
@@ -39,16 +54,42 @@ class BuildContext:
             return recorded[-1].name
         return None
 
+    @property
+    def hookable(self) -> bool:
+        return not self.model.scripted
+
+
+HOOKS_UNSUPPORTED = (
+    "it records inner layers, and PyTorch cannot hook modules inside a TorchScript model "
+    "(build the model through model.factory or model.torchvision for the full analysis)"
+)
+NO_CONV_LAYERS = "the recorded layers include no Conv2d layer"
+
 
 class Analysis(ABC):
     """One section of the dossier. Subclasses register themselves with @register."""
 
     name: ClassVar[str]
     title: ClassVar[str]
+    order: ClassVar[int]  # position in the report: pages, PDF chapters, the layer page
     result_type: ClassVar[type]
+    settings_type: ClassVar[type[SectionSettings]]
+    page: ClassVar[CrossPage | None] = None  # the cross-layer page it adds a block to
+    # Sections showing a card or row per unit; the lowest rank on a layer page owns `#unit-N`.
+    unit_anchor_rank: ClassVar[int | None] = None
 
-    def settings(self, config: Config) -> BaseModel:
+    @property
+    def template(self) -> str:
+        return f"analyses/{self.name}.html"
+
+    def settings(self, config: Config) -> Any:
         return getattr(config.analyses, self.name)
+
+    # Computing ------------------------------------------------------------------------------
+
+    def applies(self, ctx: BuildContext) -> str | None:
+        """None when the analysis applies to this model and data, else the reason it does not."""
+        return None
 
     def consumer(self, ctx: BuildContext) -> Consumer | None:
         """A running statistic fed by the single data pass; None for weight-only analyses."""
@@ -58,6 +99,28 @@ class Analysis(ABC):
     def finish(self, ctx: BuildContext, consumer: Any) -> Any:
         """Turn the consumer's statistic (None if it has none) into this analysis' result."""
 
+    # Rendering ------------------------------------------------------------------------------
+
+    def unit_labels(self, result: Any, kit: ViewKit) -> list[UnitLabel]:
+        return []
+
+    def unit_rankings(self, result: Any) -> dict[str, list[int]]:
+        """Per layer, units most important first (by this section's measure)."""
+        return {}
+
+    def view(self, result: Any, kit: ViewKit) -> SectionView:
+        return SectionView()
+
+    def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
+        return []
+
+    def search_entries(self, view: SectionView, kit: ViewKit) -> list[SearchEntry]:
+        return []
+
+    def finding(self, result: Any) -> str | None:
+        """A sentence for the index's finding paragraph, written from the numbers."""
+        return None
+
 
 REGISTRY: dict[str, type[Analysis]] = {}
 
@@ -65,3 +128,15 @@ REGISTRY: dict[str, type[Analysis]] = {}
 def register(cls: type[Analysis]) -> type[Analysis]:
     REGISTRY[cls.name] = cls
     return cls
+
+
+def ordered(names: Mapping[str, Any] | list[str] | None = None) -> list[type[Analysis]]:
+    """Registered analyses in report order (only the named ones, when names are given)."""
+    chosen = REGISTRY.values() if names is None else [REGISTRY[n] for n in dict.fromkeys(names) if n in REGISTRY]
+    return sorted(chosen, key=lambda cls: cls.order)
+
+
+def finding(results: Mapping[str, Any]) -> str | None:
+    """The index's paragraph: each section's sentence, in report order."""
+    sentences = [cls().finding(results[cls.name]) for cls in ordered(results)]
+    return " ".join(s for s in sentences if s) or None

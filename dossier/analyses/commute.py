@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
@@ -24,13 +25,27 @@ from dossier.analyses.base import Analysis, BuildContext, register
 from dossier.analyses.purity import (
     ClusterSummary,
     FeatureCollector,
-    balanced_sample,
+    cluster_views,
     purity_score,
     summarise_clusters,
 )
 from dossier.errors import ConfigError
+from dossier.report.kit import CrossPage, SectionView, ViewKit
+from dossier.report.pictures import lines_by_depth
+from dossier.results import ByLayer
+from dossier.sampling import balanced_sample
+from dossier.settings import SectionSettings
 
+ACTIVATION_SPACE = CrossPage("activation-space.html", "Activation space")
 _DENSE_MATRICES = 6  # n×n float64 matrices alive at once on the dense path
+_KMEANS_RESTARTS = 4
+
+
+class CommuteSettings(SectionSettings):
+    sample: int = Field(2000, ge=10, description="class-balanced images (dense path: memory n², time n³)")
+    neighbors: int = Field(10, ge=1, description="k of the symmetric k-NN graph")
+    max_features: int = Field(2048, gt=0, description="flatten up to this size, else avg-pool")
+    representatives: int = Field(6, ge=0, description="images nearest each cluster centre")
 
 
 @dataclass(frozen=True)
@@ -57,14 +72,11 @@ class LayerCommute:
 
 
 @dataclass(frozen=True)
-class CommuteResult:
+class CommuteResult(ByLayer):
     sample: int
     neighbors: int
     connection: str
     layers: list[LayerCommute]
-
-    def for_layer(self, name: str) -> LayerCommute | None:
-        return next((entry for entry in self.layers if entry.layer == name), None)
 
 
 def knn_adjacency(points: np.ndarray, k: int) -> np.ndarray:
@@ -135,7 +147,7 @@ def cluster_squared_distances(squared: np.ndarray, clusters: int, seed: int) -> 
     values, vectors = np.linalg.eigh(gram)
     positive = values > 1e-9 * max(values.max(), 1e-300)
     embedding = vectors[:, positive] * np.sqrt(values[positive])
-    return KMeans(n_clusters=clusters, n_init=4, random_state=seed).fit_predict(embedding)
+    return KMeans(n_clusters=clusters, n_init=_KMEANS_RESTARTS, random_state=seed).fit_predict(embedding)
 
 
 def scores(labels: np.ndarray, assignment: np.ndarray) -> Scores:
@@ -163,7 +175,7 @@ def analyse_layer(name: str, points: np.ndarray, labels: np.ndarray, classes: in
     commute, degrees, volume = commute_times(adjacency)
     corrected = amplified_commute(commute, adjacency, degrees, volume)
     clusters = min(classes, len(points) - 1)
-    euclidean = KMeans(n_clusters=clusters, n_init=4, random_state=seed).fit_predict(points)
+    euclidean = KMeans(n_clusters=clusters, n_init=_KMEANS_RESTARTS, random_state=seed).fit_predict(points)
     raw_assignment = cluster_squared_distances(commute, clusters, seed)
     corrected_assignment = cluster_squared_distances(np.maximum(corrected, 0), clusters, seed)
     entry = LayerCommute(
@@ -187,17 +199,20 @@ def analyse_layer(name: str, points: np.ndarray, labels: np.ndarray, classes: in
 class Commute(Analysis):
     name = "commute"
     title = "Commute-time clusters"
+    order = 70
     result_type = CommuteResult
+    settings_type = CommuteSettings
+    page = ACTIVATION_SPACE
 
     def consumer(self, ctx: BuildContext) -> FeatureCollector:
-        settings = ctx.config.analyses.commute
+        settings = self.settings(ctx.config)
         check_fits_in_memory(settings.sample)
         keep = balanced_sample(ctx.dataset.labels, settings.sample, ctx.config.seed)
         names = [layer.name for layer in ctx.recorded_layers]
         return FeatureCollector(names, settings.max_features, keep)
 
     def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> CommuteResult:
-        settings = ctx.config.analyses.commute
+        settings = self.settings(ctx.config)
         labels = np.concatenate(consumer.labels)
         indices = np.concatenate(consumer.indices)
         classes = len(ctx.dataset.class_names)
@@ -217,3 +232,36 @@ class Commute(Analysis):
             connection="each extra component joined to the largest by its closest pair of points",
             layers=layers,
         )
+
+    def view(self, result: CommuteResult, kit: ViewKit) -> SectionView:
+        layers = {
+            entry.layer: CommuteView(entry, cluster_views(entry.clusters, f"commute-{kit.slug(entry.layer)}", kit))
+            for entry in result.layers
+            if kit.slug(entry.layer) is not None
+        }
+        chart = None
+        if result.layers:
+            figure = lines_by_depth(
+                [e.layer for e in result.layers],
+                {
+                    "Euclidean k-means": [e.euclidean.purity for e in result.layers],
+                    "raw commute time": [e.raw.purity for e in result.layers],
+                    "corrected commute distance": [e.corrected.purity for e in result.layers],
+                    "degree-explained share (raw)": [e.degree_explained_raw for e in result.layers],
+                },
+                None, "purity / share", "layer (network order)",
+            )
+            chart = kit.pictures.chart(figure, "commute-by-depth")
+        return SectionView(layers=layers, overview=CommuteOverview(result, chart))
+
+
+@dataclass(frozen=True)
+class CommuteView:
+    result: LayerCommute
+    clusters: list
+
+
+@dataclass(frozen=True)
+class CommuteOverview:
+    result: CommuteResult
+    chart: str | None

@@ -6,14 +6,28 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
+from pydantic import Field
 from sklearn.neighbors import NearestNeighbors
 
-from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.analyses.purity import balanced_sample
+from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
+from dossier.analyses.commute import ACTIVATION_SPACE
 from dossier.capture import Batch, input_key
+from dossier.report.jsdata import js_global
+from dossier.report.kit import SectionView, ViewKit
+from dossier.report.pictures import CLASS_COLOURS, class_colour
 from dossier.results import NOT_EXPORTED
+from dossier.sampling import balanced_sample
+from dossier.settings import SectionSettings
 from dossier.thumbnails import thumbnails
+
+
+class EmbeddingSettings(SectionSettings):
+    sample: int = Field(2000, ge=10, description="class-balanced images embedded (keep under 4,096)")
+    neighbors: int = Field(15, ge=2, description="UMAP n_neighbors")
+    min_dist: float = Field(0.1, ge=0, description="UMAP min_dist: how tightly points may pack")
+    thumbnails: int = Field(24, ge=0, description="misclassified images shown as pictures")
 
 
 @dataclass(frozen=True)
@@ -48,12 +62,12 @@ class _PenultimateCodes:
                 self.predicted.append(predicted[row])
 
 
-def umap_2d(codes: np.ndarray, neighbors: int, seed: int) -> np.ndarray:
+def umap_2d(codes: np.ndarray, neighbors: int, min_dist: float, seed: int) -> np.ndarray:
     import umap  # imported on use: numba compiles it once per process
 
     k = min(neighbors, len(codes) - 1)
     distances, indices = NearestNeighbors(n_neighbors=k).fit(codes).kneighbors(codes)
-    reducer = umap.UMAP(n_neighbors=k, min_dist=0.1, random_state=seed, precomputed_knn=(indices, distances, None))
+    reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, random_state=seed, precomputed_knn=(indices, distances, None))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return reducer.fit_transform(codes)
@@ -63,19 +77,25 @@ def umap_2d(codes: np.ndarray, neighbors: int, seed: int) -> np.ndarray:
 class Embedding(Analysis):
     name = "embedding"
     title = "Embedding map"
+    order = 100
     result_type = EmbeddingResult
+    settings_type = EmbeddingSettings
+    page = ACTIVATION_SPACE
 
-    def consumer(self, ctx: BuildContext) -> _PenultimateCodes | None:
+    def applies(self, ctx: BuildContext) -> str | None:
+        if not ctx.hookable:
+            return HOOKS_UNSUPPORTED
         if ctx.classifier is None:
-            return None
-        keep = balanced_sample(ctx.dataset.labels, ctx.config.analyses.embedding.sample, ctx.config.seed)
+            return "the recorded layers end in no Linear classifier whose input could be embedded"
+        return None
+
+    def consumer(self, ctx: BuildContext) -> _PenultimateCodes:
+        keep = balanced_sample(ctx.dataset.labels, self.settings(ctx.config).sample, ctx.config.seed)
         return _PenultimateCodes(ctx.classifier, keep)
 
-    def finish(self, ctx: BuildContext, consumer: _PenultimateCodes | None) -> EmbeddingResult:
-        if consumer is None:
-            raise ValueError("the model has no recorded Linear classifier whose input could be embedded")
-        settings = ctx.config.analyses.embedding
-        points = umap_2d(np.stack(consumer.codes), settings.neighbors, ctx.config.seed)
+    def finish(self, ctx: BuildContext, consumer: _PenultimateCodes) -> EmbeddingResult:
+        settings = self.settings(ctx.config)
+        points = umap_2d(np.stack(consumer.codes), settings.neighbors, settings.min_dist, ctx.config.seed)
         mistakes = [n for n, (l, p) in enumerate(zip(consumer.labels, consumer.predicted)) if l != p]
         _, pictures = thumbnails(ctx.dataset, [consumer.indices[n] for n in mistakes[: settings.thumbnails]])
         return EmbeddingResult(
@@ -88,3 +108,60 @@ class Embedding(Analysis):
             mistakes=mistakes,
             mistake_thumbnails=pictures,
         )
+
+    def view(self, result: EmbeddingResult, kit: ViewKit) -> SectionView:
+        if not result.points:
+            return SectionView(overview=EmbeddingOverview(result, None))
+        figure = embedding_picture(
+            np.array(result.points), np.array(result.labels), result.mistakes, result.mistake_thumbnails, kit.class_names
+        )
+        picture = kit.pictures.chart(figure, "embedding-map")
+        script = kit.text_asset("assets/embedding-data.js", _embedding_script(result, kit))
+        return SectionView(overview=EmbeddingOverview(result, picture), scripts=[script])
+
+
+@dataclass(frozen=True)
+class EmbeddingOverview:
+    result: EmbeddingResult
+    picture: str | None
+
+
+def _embedding_script(embedding: EmbeddingResult, kit: ViewKit) -> str:
+    """The interactive map's points, as a script setting a global (the site works from file://)."""
+    thumbs = {
+        position: kit.pictures.image(picture, f"embedding-mistake-{n}")
+        for n, (position, picture) in enumerate(zip(embedding.mistakes, embedding.mistake_thumbnails))
+    }
+    data = {
+        "classes": kit.class_names,
+        "colours": [class_colour(c) for c in range(len(kit.class_names))],
+        "points": [
+            [round(x, 4), round(y, 4), label, predicted, thumbs.get(n, "")]
+            for n, ((x, y), label, predicted) in enumerate(zip(embedding.points, embedding.labels, embedding.predicted))
+        ],
+    }
+    return js_global("DOSSIER_EMBEDDING", data)
+
+
+def embedding_picture(
+    points: np.ndarray, labels: np.ndarray, mistakes: list[int], pictures: np.ndarray, class_names: list[str]
+) -> plt.Figure:
+    """The embedding coloured by class; misclassified points crossed, the first ones as pictures."""
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    figure, axes = plt.subplots(figsize=(7.5, 5.5))
+    for c, name in enumerate(class_names):
+        chosen = labels == c
+        if chosen.any():
+            axes.scatter(points[chosen, 0], points[chosen, 1], s=8, color=CLASS_COLOURS[c % 20], label=name, alpha=0.8)
+    if mistakes:
+        axes.scatter(points[mistakes, 0], points[mistakes, 1], s=30, marker="x", color="black", label="misclassified")
+    for position, picture in zip(mistakes, pictures):
+        image = OffsetImage(picture[..., 0] if picture.shape[2] == 1 else picture, zoom=24 / picture.shape[0], cmap="gray")
+        axes.add_artist(AnnotationBbox(image, points[position], frameon=True, pad=0.1, alpha=0.9))
+    axes.set_xticks([])
+    axes.set_yticks([])
+    if len(class_names) <= 20:
+        axes.legend(fontsize=6, markerscale=1.5, loc="best", ncols=2)
+    figure.tight_layout()
+    return figure

@@ -11,17 +11,34 @@ of the unit's top exemplars.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from tqdm import tqdm
 
-from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.analyses.neuron_types import following_batchnorm
+from dossier.analyses.base import HOOKS_UNSUPPORTED, NO_CONV_LAYERS, Analysis, BuildContext, register
+from dossier.analyses.neuron_types import PAGE as NEURON_TYPES_PAGE
 from dossier.capture import Batch, recording
 from dossier.featurevis import Transforms, channel, histogram_peaks, optimise
-from dossier.results import NOT_EXPORTED
+from dossier.layers import batchnorm_after
+from dossier.report.kit import Column, SectionView, UnitLabel, ViewKit
+from dossier.report.pictures import strip, type_share_chart
+from dossier.results import NOT_EXPORTED, ByLayer
+from dossier.settings import SectionSettings
 from dossier.thumbnails import thumbnail, thumbnails
+
+
+class GalleriesSettings(SectionSettings):
+    steps: int = Field(48, ge=1, description="Adam steps per optimised image (CPU default; raise on a GPU)")
+    parameterisation: Literal["fourier", "pixel", "laplacian"] = Field(
+        "fourier", description="fourier (colour-decorrelated for RGB) | pixel | laplacian"
+    )
+    units_per_batch: int = Field(64, ge=1, description="units optimised together, one batch element each")
+    exemplars: int = Field(6, ge=1, description="top and bottom data-set images per unit")
+    colour_threshold: float = Field(3.0, ge=0, description="std of the RGB histogram peaks of a colour-blind unit (0–255)")
+    pdf_units: int = Field(8, ge=0, description="units per layer in the PDF")
 
 
 @dataclass(frozen=True)
@@ -51,7 +68,7 @@ class LayerGallery:
 
 
 @dataclass(frozen=True)
-class GalleriesResult:
+class GalleriesResult(ByLayer):
     steps: int
     parameterisation: str
     decorrelated: bool
@@ -59,9 +76,6 @@ class GalleriesResult:
     exemplars: int
     layers: list[LayerGallery]
     pictures: dict[int, np.ndarray] = field(metadata=NOT_EXPORTED)  # data-set index -> thumbnail
-
-    def for_layer(self, name: str) -> LayerGallery | None:
-        return next((entry for entry in self.layers if entry.layer == name), None)
 
 
 class RunningExtremes:
@@ -120,19 +134,24 @@ def receptive_patch(pixels: np.ndarray, position: int, feature_shape: tuple[int,
 class Galleries(Analysis):
     name = "galleries"
     title = "Feature galleries"
+    order = 20
     result_type = GalleriesResult
+    settings_type = GalleriesSettings
+    page = NEURON_TYPES_PAGE  # colour-blind units by depth sit beside the other neuron types
+    unit_anchor_rank = 0
 
-    def consumer(self, ctx: BuildContext) -> RunningExtremes | None:
-        convs = [layer.name for layer in ctx.recorded_layers if layer.type == "Conv2d"]
-        if not convs or ctx.model.scripted:
-            return None
-        norms = following_batchnorm(ctx.model.module, convs, ctx.config.model.input_size, ctx.device)
-        return RunningExtremes(convs, ctx.config.analyses.galleries.exemplars, norms)
+    def applies(self, ctx: BuildContext) -> str | None:
+        if not ctx.hookable:
+            return HOOKS_UNSUPPORTED
+        return None if ctx.conv_layers else NO_CONV_LAYERS
 
-    def finish(self, ctx: BuildContext, consumer: RunningExtremes | None) -> GalleriesResult:
-        settings = ctx.config.analyses.galleries
-        if consumer is None:
-            raise ValueError("feature galleries need forward hooks, which TorchScript models do not support")
+    def consumer(self, ctx: BuildContext) -> RunningExtremes:
+        convs = [layer.name for layer in ctx.conv_layers]
+        norms = batchnorm_after(ctx.model.module, convs, ctx.config.model.input_size, ctx.device)
+        return RunningExtremes(convs, self.settings(ctx.config).exemplars, norms)
+
+    def finish(self, ctx: BuildContext, consumer: RunningExtremes) -> GalleriesResult:
+        settings = self.settings(ctx.config)
         channels = ctx.config.model.input_size[0]
         layers = []
         for info in tqdm([l for l in ctx.recorded_layers if l.name in consumer.state], desc="feature galleries", unit="layer", leave=False):
@@ -243,6 +262,102 @@ class Galleries(Analysis):
             return np.zeros((0, 1, 1, ctx.config.model.input_size[0]), dtype=np.uint8)
         side = max(p.shape[0] for p in pictures)
         return np.stack([np.pad(p, ((0, side - p.shape[0]), (0, side - p.shape[1]), (0, 0))) for p in pictures])
+
+
+    def unit_labels(self, result: GalleriesResult, kit: ViewKit) -> list[UnitLabel]:
+        return [
+            UnitLabel(layer.layer, card.unit, "colour-blind", "colour-blind", self.name, "colour blind grayscale")
+            for layer in result.layers
+            for card in layer.units
+            if card.colour_blind
+        ]
+
+    def view(self, result: GalleriesResult, kit: ViewKit) -> SectionView:
+        count = self.settings(kit.config).pdf_units
+        layers = {}
+        for layer in result.layers:
+            chosen = pdf_units(kit.rankings.get("neuron_types", {}).get(layer.layer, []),
+                               kit.rankings.get("relevance", {}).get(layer.layer, []), count)
+            cards = [_card_view(card, kit.slug(layer.layer), result, kit, card.unit in chosen) for card in layer.units]
+            layers[layer.layer] = GalleryView(cards, result, _pdf_rule(count), _colour_blind_share(layer))
+        return SectionView(layers=layers, overview=_colour_overview(result, kit))
+
+    def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
+        shares = {name: f"{100 * v.colour_blind:.1f}%" for name, v in view.layers.items() if v.colour_blind is not None}
+        return [Column("colour-blind", shares)]
+
+
+@dataclass(frozen=True)
+class CardView:
+    card: UnitCard
+    max_image: str
+    min_image: str
+    top: str | None  # strip of the top exemplars
+    bottom: str | None
+    patches: str | None
+    in_pdf: bool
+
+
+@dataclass(frozen=True)
+class GalleryView:
+    cards: list[CardView]
+    run: GalleriesResult  # steps, parameterisation of the whole run
+    pdf_rule: str
+    colour_blind: float | None  # share of the layer's units
+
+
+@dataclass(frozen=True)
+class ColourOverview:
+    result: GalleriesResult
+    chart: str | None
+
+
+def pdf_units(selective: list[int], relevant: list[int], count: int) -> set[int]:
+    """The units a layer shows in the PDF: the most class-selective, then the most relevant."""
+    chosen = selective[: (count + 1) // 2]
+    for unit in relevant:
+        if len(chosen) >= count:
+            break
+        if unit not in chosen:
+            chosen.append(unit)
+    return set(chosen)
+
+
+def _pdf_rule(count: int) -> str:
+    return f"the {(count + 1) // 2} most class-selective units, then the most relevant (relevance ranking), {count} in all"
+
+
+def _card_view(card: UnitCard, slug: str | None, result: GalleriesResult, kit: ViewKit, in_pdf: bool) -> CardView:
+    stem = f"gallery-{slug}-{card.unit}"
+
+    def exemplars(indices: list[int], name: str) -> str | None:
+        images = [result.pictures[i] for i in indices if i in result.pictures]
+        return kit.pictures.image(strip(images), name) if images else None
+
+    return CardView(
+        card=card,
+        max_image=kit.pictures.image(card.max_image, f"{stem}-max"),
+        min_image=kit.pictures.image(card.min_image, f"{stem}-min"),
+        top=exemplars(card.top, f"{stem}-top"),
+        bottom=exemplars(card.bottom, f"{stem}-bottom"),
+        patches=kit.pictures.image(strip(card.patches), f"{stem}-patches") if len(card.patches) else None,
+        in_pdf=in_pdf,
+    )
+
+
+def _colour_blind_share(layer: LayerGallery) -> float | None:
+    if not layer.units or layer.units[0].colour_blind is None:
+        return None
+    return sum(bool(card.colour_blind) for card in layer.units) / len(layer.units)
+
+
+def _colour_overview(result: GalleriesResult, kit: ViewKit) -> ColourOverview:
+    shares = [_colour_blind_share(layer) for layer in result.layers]
+    chart = None
+    if any(share is not None for share in shares):
+        figure = type_share_chart([layer.layer for layer in result.layers], {"colour-blind": shares})
+        chart = kit.pictures.chart(figure, "colour-blind-by-depth")
+    return ColourOverview(result, chart)
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from pydantic import Field
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 from sklearn.cluster import SpectralClustering
@@ -19,15 +22,28 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
-from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.weights import control_weights, conv_layer_weights
+from dossier.analyses.base import NO_CONV_LAYERS, Analysis, BuildContext, register
+from dossier.report.kit import Column, SearchEntry, SectionView, ViewKit
+from dossier.report.pictures import CLASS_COLOURS
+from dossier.results import ByLayer
+from dossier.settings import SectionSettings
+from dossier.weights import control_weights, conv_layer_weights, spatial_conv_layers
 
 ONE_BY_ONE_REASON = (
     "1×1 kernels hold a single weight per input channel: they mix channels (channel pooling) and "
     "carry no spatial pattern to cluster, so the seed (001, appendix 7.1) leaves them out."
 )
+ONLY_ONE_BY_ONE = "every recorded conv layer has 1×1 kernels: " + ONE_BY_ONE_REASON
 _MIN_UNITS = 4
 _MIN_UMAP_UNITS = 10  # below this UMAP's spectral initialisation is ill-posed: PCA instead
+
+
+class KernelClustersSettings(SectionSettings):
+    max_clusters: int = Field(8, ge=2, description="upper bound for the dendrogram's largest-gap choice")
+    clusters: int | None = Field(None, ge=2, description="or a fixed number of clusters")
+    representatives: int = Field(3, ge=1, description="kernels shown per cluster")
+    umap_neighbors: int = Field(30, ge=2, description="UMAP n_neighbors of the scatter plot (seed: 30)")
+    umap_min_dist: float = Field(0.0, ge=0, description="UMAP min_dist (seed: 0.0)")
 
 
 @dataclass(frozen=True)
@@ -59,12 +75,9 @@ class LayerKernelClusters:
 
 
 @dataclass(frozen=True)
-class KernelClustersResult:
+class KernelClustersResult(ByLayer):
     layers: list[LayerKernelClusters]
     control: LayerKernelClusters | None  # first conv layer of the same architecture, random init
-
-    def for_layer(self, name: str) -> LayerKernelClusters | None:
-        return next((entry for entry in self.layers if entry.layer == name), None)
 
 
 def unit_vectors(weight: np.ndarray) -> np.ndarray:
@@ -181,10 +194,15 @@ def _skipped(base: dict, reason: str) -> LayerKernelClusters:
 class KernelClusters(Analysis):
     name = "kernel_clusters"
     title = "Kernel clusters"
+    order = 30
     result_type = KernelClustersResult
+    settings_type = KernelClustersSettings
+
+    def applies(self, ctx: BuildContext) -> str | None:
+        return spatial_kernels_reason(ctx)
 
     def finish(self, ctx: BuildContext, consumer: None) -> KernelClustersResult:
-        settings = ctx.config.analyses.kernel_clusters
+        settings = self.settings(ctx.config)
         names = [layer.name for layer in ctx.layers]
         layers = [
             cluster_kernels(name, weight, settings, ctx.config.seed)
@@ -194,3 +212,120 @@ class KernelClusters(Analysis):
         return KernelClustersResult(
             layers, cluster_kernels(*control, settings, ctx.config.seed) if control else None
         )
+
+    def view(self, result: KernelClustersResult, kit: ViewKit) -> SectionView:
+        layers = {}
+        for entry in result.layers:
+            slug = kit.slug(entry.layer)
+            control = None
+            if result.control is not None and result.control.layer == entry.layer:
+                control = _kernel_view(result.control, f"{slug}-random-init", kit)
+            layers[entry.layer] = _kernel_view(entry, slug, kit, control)
+        return SectionView(layers=layers)
+
+    def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
+        return [Column("kernel clusters", {n: str(v.result.clusters) for n, v in view.layers.items() if not v.result.skipped})]
+
+    def search_entries(self, view: SectionView, kit: ViewKit) -> list[SearchEntry]:
+        return [
+            SearchEntry(
+                f"{name} kernel cluster {group.cluster + 1} ({group.size} units)", "cluster",
+                f"{kit.layer_file(name)}#kernel-clusters", "kernel cluster weights",
+            )
+            for name, layer_view in view.layers.items()
+            for group in layer_view.result.groups
+        ]
+
+
+def spatial_kernels_reason(ctx: BuildContext) -> str | None:
+    """Why a weight-space analysis of k×k kernels does not apply to this model, if it does not."""
+    names = [layer.name for layer in ctx.layers]
+    if not conv_layer_weights(ctx.model.module, names):
+        return NO_CONV_LAYERS
+    return None if spatial_conv_layers(ctx.model.module, names) else ONLY_ONE_BY_ONE
+
+
+@dataclass(frozen=True)
+class KernelView:
+    result: LayerKernelClusters
+    figure: str | None  # dendrogram and scatter
+    kernels: str | None  # representative and sign-majority kernels
+    control: "KernelView | None" = None  # the same layer at random initialisation
+
+
+def _kernel_view(entry: LayerKernelClusters, slug: str, kit: ViewKit, control: KernelView | None = None) -> KernelView:
+    if entry.skipped:
+        return KernelView(entry, None, None, control)
+    figure = dendrogram_and_scatter(
+        np.array(entry.linkage), entry.clusters, np.array(entry.embedding), np.array(entry.labels), entry.embedding_method
+    )
+    rows = [
+        (f"cluster {g.cluster + 1}\n({g.size} units)", [np.array(k) for k in g.representative_kernels], np.array(g.sign_majority))
+        for g in entry.groups
+    ]
+    return KernelView(
+        entry,
+        kit.pictures.chart(figure, f"kernels-{slug}-clusters"),
+        kit.pictures.chart(kernel_grid(rows), f"kernels-{slug}-representatives"),
+        control,
+    )
+
+
+# The seed's kernel colour map (001, Figure 33): negative values lilac to black, positive red to white.
+KERNEL_COLOURS = matplotlib.colors.LinearSegmentedColormap.from_list(
+    "dossier_kernel",
+    [(0.0, "#000000"), (0.3, "#5b2a86"), (0.499, "#d7b8f0"), (0.501, "#8b0000"), (0.75, "#ff4040"), (1.0, "#ffffff")],
+)
+
+
+
+
+def dendrogram_and_scatter(
+    linkage: np.ndarray, clusters: int, embedding: np.ndarray, labels: np.ndarray, method: str
+) -> plt.Figure:
+    """Ward dendrogram with the chosen cut, beside the 2-D embedding coloured by cluster."""
+    from scipy.cluster.hierarchy import dendrogram
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    units = len(linkage) + 1
+    dendrogram(
+        linkage, ax=left, no_labels=True, color_threshold=0, above_threshold_color="#555555",
+        truncate_mode="lastp" if units > 64 else None, p=48,
+    )
+    heights = linkage[:, 2]
+    cut = (heights[units - clusters - 1] + heights[units - clusters]) / 2 if clusters < units else heights[-1]
+    left.axhline(cut, color="#d62728", linestyle="--", linewidth=1, label=f"cut: {clusters} clusters")
+    left.set_title("Ward dendrogram", fontsize=9)
+    left.set_ylabel("merge height")
+    left.legend(fontsize=7)
+    for cluster in np.unique(labels):
+        points = embedding[labels == cluster]
+        right.scatter(points[:, 0], points[:, 1], s=14, color=CLASS_COLOURS[(2 * cluster) % 20], label=f"cluster {cluster + 1}")
+    right.set_title(method, fontsize=9)
+    right.set_xticks([])
+    right.set_yticks([])
+    right.legend(fontsize=6, markerscale=0.8, loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def kernel_grid(rows: list[tuple[str, list[np.ndarray], np.ndarray]]) -> plt.Figure:
+    """Per cluster: its representative channel-averaged kernels, then its sign-majority kernel."""
+    columns = max(len(kernels) for _, kernels, _ in rows) + 1
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns + 0.6, 1.1 * len(rows) + 0.3), squeeze=False)
+    for r, (label, kernels, signs) in enumerate(rows):
+        for c in range(columns):
+            axis = axes[r][c]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if c < len(kernels):
+                limit = float(np.abs(kernels[c]).max()) or 1.0
+                axis.imshow(kernels[c], cmap=KERNEL_COLOURS, vmin=-limit, vmax=limit)
+            elif c == columns - 1:
+                axis.imshow(signs, cmap=KERNEL_COLOURS, vmin=-1, vmax=1)
+            else:
+                axis.axis("off")
+        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    axes[0][-1].set_title("sign majority", fontsize=7)
+    figure.tight_layout(pad=0.3)
+    return figure

@@ -6,11 +6,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from dossier.analyses.base import Analysis, BuildContext, register
 from dossier.capture import Batch
+from dossier.report.kit import CrossPage, Picture, SearchEntry, SectionView, ViewKit
 from dossier.results import NOT_EXPORTED
+from dossier.sampling import round_robin
+from dossier.settings import SectionSettings
 from dossier.thumbnails import thumbnails
+
+
+class ModelCardSettings(SectionSettings):
+    sample_images: int = Field(8, ge=0, description="images shown with their top-5 predictions")
 
 
 @dataclass(frozen=True)
@@ -67,28 +75,18 @@ class _Accuracy:
                 self.sample_top[index] = (c.tolist(), [round(v, 6) for v in p.tolist()])
 
 
-def sample_indices(labels: np.ndarray, count: int) -> list[int]:
-    """The first image of each class in turn, so the samples cover the classes."""
-    by_class = [list(np.flatnonzero(labels == c)) for c in np.unique(labels)]
-    chosen: list[int] = []
-    depth = 0
-    while len(chosen) < min(count, len(labels)):
-        for members in by_class:
-            if depth < len(members) and len(chosen) < count:
-                chosen.append(int(members[depth]))
-        depth += 1
-    return chosen
-
-
 @register
 class ModelCard(Analysis):
     name = "model_card"
     title = "Model card"
+    order = 0
     result_type = ModelCardResult
+    settings_type = ModelCardSettings
+    page = CrossPage("model.html", "Model card")
 
     def consumer(self, ctx: BuildContext) -> _Accuracy:
-        count = ctx.config.analyses.model_card.sample_images
-        chosen = set(sample_indices(ctx.dataset.labels, count))
+        count = self.settings(ctx.config).sample_images
+        chosen = set(round_robin(ctx.dataset.labels, count).tolist())
         return _Accuracy(len(ctx.dataset.class_names), chosen)
 
     def finish(self, ctx: BuildContext, consumer: _Accuracy) -> ModelCardResult:
@@ -121,3 +119,38 @@ class ModelCard(Analysis):
             samples=samples,
             skipped_images=dict(ctx.dataset.skipped),
         )
+
+    def view(self, result: ModelCardResult, kit: ViewKit) -> SectionView:
+        return SectionView(overview=ModelCardView(result, _sample_views(result, kit)))
+
+    def search_entries(self, view: SectionView, kit: ViewKit) -> list[SearchEntry]:
+        return [
+            SearchEntry(f"class {name}", "class", "model.html#per-class", f"class {name} accuracy")
+            for name in kit.class_names
+        ]
+
+
+@dataclass(frozen=True)
+class SampleView:
+    picture: Picture
+    true_class: str
+    predictions: list[tuple[str, float, bool]]  # class, probability, is the true class
+
+
+@dataclass(frozen=True)
+class ModelCardView:
+    result: ModelCardResult
+    samples: list[SampleView]
+
+
+def _sample_views(card: ModelCardResult, kit: ViewKit) -> list[SampleView]:
+    return [
+        SampleView(
+            picture=Picture(kit.pictures.image(sample.thumbnail, f"sample-{number}"), sample.name),
+            true_class=kit.class_name(sample.label),
+            predictions=[
+                (kit.class_name(c), p, c == sample.label) for c, p in zip(sample.top_classes, sample.top_probabilities)
+            ],
+        )
+        for number, sample in enumerate(card.samples)
+    ]

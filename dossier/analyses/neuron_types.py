@@ -12,18 +12,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from scipy.stats import ks_2samp
 from torch import nn
 
-from dossier.analyses.base import Analysis, BuildContext, register
+from dossier.analyses.base import NO_CONV_LAYERS, Analysis, BuildContext, register
 from dossier.capture import Batch
-from dossier.layers import LayerInfo, is_conv2d
+from dossier.layers import LayerInfo, batchnorm_after, is_conv2d
+from dossier.report.kit import Column, CrossPage, SectionView, UnitLabel, ViewKit
+from dossier.report.pictures import type_share_chart
+from dossier.results import ByLayer
+from dossier.settings import SectionSettings
 from dossier.weights import conv_weight
 
 SIDES = ("top", "bottom", "left", "right")
+PAGE = CrossPage("neuron-types.html", "Neuron types by depth")
+
+
+class NeuronTypesSettings(SectionSettings):
+    border_threshold: float = Field(0.5, gt=0, le=1, description="KS spread that makes a unit border-aware (seed: 0.5)")
+    border_rule: Literal["either", "both"] = Field(
+        "either", description="either: a column or a row spread; both: the seed's literal rule"
+    )
+    border_activation_ratio: float = Field(
+        1.5, gt=0, description="border ÷ interior mean activation confirming a border unit"
+    )
+    dead_epsilon: float = Field(1e-6, ge=0, description="a unit whose activation never exceeds this is dead")
+    selectivity_threshold: float = Field(0.5, ge=0, le=1, description="class selectivity index of a class-selective unit")
 
 
 @dataclass(frozen=True)
@@ -38,7 +57,6 @@ class UnitType:
     border_activations: bool | None
     selectivity: float | None
     top_class: int | None
-    colour_blind: bool | None  # None until the feature galleries fill it
 
 
 @dataclass(frozen=True)
@@ -56,15 +74,12 @@ class LayerTypes:
 
 
 @dataclass(frozen=True)
-class NeuronTypesResult:
+class NeuronTypesResult(ByLayer):
     threshold: float
     rule: str
     activation_ratio: float
     selectivity_threshold: float
     layers: list[LayerTypes]
-
-    def for_layer(self, name: str) -> LayerTypes | None:
-        return next((entry for entry in self.layers if entry.layer == name), None)
 
 
 def ks_spreads(weight: np.ndarray) -> tuple[float, float] | None:
@@ -104,40 +119,6 @@ def selectivity_index(class_means: np.ndarray) -> tuple[float, int]:
     rest = float(np.delete(class_means, top).mean()) if len(class_means) > 1 else 0.0
     total = class_means[top] + rest
     return (float((class_means[top] - rest) / total) if total > 0 else 0.0), top
-
-
-def following_batchnorm(
-    model: nn.Module, names: list[str], input_size: tuple[int, int, int], device: torch.device
-) -> dict[str, tuple[str, nn.Module]]:
-    """For each named conv, the (name, module) of the BatchNorm whose input is that conv's output."""
-    modules = dict(model.named_modules())
-    norms = {n: m for n, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    produced_by: dict[int, str] = {}  # id of a conv's output tensor -> the conv's name
-    found: dict[str, tuple[str, nn.Module]] = {}
-
-    def remember(name: str):
-        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            produced_by[id(output)] = name
-
-        return hook
-
-    def match(bn_name: str):
-        def pre_hook(_module: nn.Module, inputs: tuple) -> None:
-            source = produced_by.get(id(inputs[0]))
-            if source is not None and source not in found:
-                found[source] = (bn_name, norms[bn_name])
-
-        return pre_hook
-
-    handles = [modules[n].register_forward_hook(remember(n)) for n in names]
-    handles += [m.register_forward_pre_hook(match(n)) for n, m in norms.items()]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return found
 
 
 class _UnitStatistics:
@@ -190,17 +171,25 @@ class _UnitStatistics:
 class NeuronTypes(Analysis):
     name = "neuron_types"
     title = "Neuron types"
+    order = 10
     result_type = NeuronTypesResult
+    settings_type = NeuronTypesSettings
+    page = PAGE
+    unit_anchor_rank = 1
+
+    def applies(self, ctx: BuildContext) -> str | None:
+        modules = dict(ctx.model.module.named_modules())
+        return None if any(is_conv2d(modules[layer.name]) for layer in ctx.layers) else NO_CONV_LAYERS
 
     def consumer(self, ctx: BuildContext) -> _UnitStatistics | None:
-        convs = [layer.name for layer in ctx.recorded_layers if layer.type == "Conv2d"]
-        if not convs or ctx.model.scripted:
+        convs = [layer.name for layer in ctx.conv_layers]
+        if not convs or not ctx.hookable:
             return None
-        norms = following_batchnorm(ctx.model.module, convs, ctx.config.model.input_size, ctx.device)
+        norms = batchnorm_after(ctx.model.module, convs, ctx.config.model.input_size, ctx.device)
         return _UnitStatistics(convs, norms, len(ctx.dataset.class_names))
 
     def finish(self, ctx: BuildContext, consumer: _UnitStatistics | None) -> NeuronTypesResult:
-        settings = ctx.config.analyses.neuron_types
+        settings = self.settings(ctx.config)
         modules = dict(ctx.model.module.named_modules())
         layers = [
             self._layer(layer, modules[layer.name], consumer, settings)
@@ -232,7 +221,7 @@ class NeuronTypes(Analysis):
         border_w = is_border_aware(spreads, settings.border_threshold, settings.border_rule)
         column, row = spreads if spreads else (None, None)
         if stats is None:
-            return UnitType(u, None, column, row, border_w, None, None, None, None, None, None)
+            return UnitType(u, None, column, row, border_w, None, None, None, None, None)
         n = max(stats.count, 1)
         class_means = (stats.class_sums[name][:, u] / stats.class_counts.clamp(min=1)).numpy()
         mean = float(stats.class_sums[name][:, u].sum() / n)
@@ -250,7 +239,73 @@ class NeuronTypes(Analysis):
             else:  # silent inside: any border activity makes it a border unit, the ratio is unbounded
                 border_a = bool(sides[best] > 0) and not dead
         selectivity, top = selectivity_index(class_means) if not dead else (None, None)
-        return UnitType(u, dead, column, row, border_w, ratio, side, border_a, selectivity, top, None)
+        return UnitType(u, dead, column, row, border_w, ratio, side, border_a, selectivity, top)
+
+    def unit_labels(self, result: NeuronTypesResult, kit: ViewKit) -> list[UnitLabel]:
+        labels = []
+        for layer in result.layers:
+            for row in layer.rows:
+                def label(text: str, kind: str, terms: str = "") -> None:
+                    labels.append(UnitLabel(layer.layer, row.unit, text, kind, self.name, terms))
+
+                if row.dead:
+                    label("dead", "dead")
+                if row.border_weights:
+                    label("border-aware", "border-aware", "border weights")
+                if row.border_activations:
+                    label(f"border activity {row.border_side}", "border activity", "border activations")
+                if row.selectivity is not None and row.selectivity >= result.selectivity_threshold:
+                    name = kit.class_name(row.top_class)
+                    label(f"selective for {name}", "class-selective", f"class {name}")
+        return labels
+
+    def unit_rankings(self, result: NeuronTypesResult) -> dict[str, list[int]]:
+        """Most class-selective first."""
+        return {
+            layer.layer: [r.unit for r in sorted(layer.rows, key=lambda r: -r.selectivity) if r.selectivity is not None]
+            for layer in result.layers
+        }
+
+    def view(self, result: NeuronTypesResult, kit: ViewKit) -> SectionView:
+        layers = {entry.layer: TypesView(entry, result) for entry in result.layers}
+        chart = _types_chart(result, kit) if result.layers else None
+        return SectionView(layers=layers, overview=TypesOverview(result, chart))
+
+    def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
+        dead = {
+            name: f"{100 * v.types.dead / v.types.units:.1f}%"
+            for name, v in view.layers.items()
+            if v.types.border_activations is not None
+        }
+        border = {name: f"{100 * v.types.border_weights / v.types.units:.1f}%" for name, v in view.layers.items()}
+        return [Column("dead", dead), Column("border-aware", border)]
+
+
+@dataclass(frozen=True)
+class TypesView:
+    types: LayerTypes
+    run: NeuronTypesResult  # thresholds and rule of the whole run
+
+
+@dataclass(frozen=True)
+class TypesOverview:
+    result: NeuronTypesResult
+    chart: str | None
+
+
+def _types_chart(result: NeuronTypesResult, kit: ViewKit) -> str:
+    layers = result.layers
+    shares = {
+        "dead": [l.dead / l.units if l.border_activations is not None else None for l in layers],
+        "border-aware (weights)": [l.border_weights / l.units for l in layers],
+        "border-aware (activations)": [
+            l.border_activations / l.units if l.border_activations is not None else None for l in layers
+        ],
+        f"class-selective (SI ≥ {result.selectivity_threshold})": [
+            l.selective / l.units if l.selective is not None else None for l in layers
+        ],
+    }
+    return kit.pictures.chart(type_share_chart([l.layer for l in layers], shares), "neuron-types-by-depth")
 
 
 def _summarise(name: str, units: int, activation: str, rows: list[UnitType], measured: bool, settings) -> LayerTypes:

@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
 from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
@@ -19,9 +20,25 @@ from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
 from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.analyses.purity import INPUT_LAYER, FeatureCollector, balanced_sample
+from dossier.analyses.commute import ACTIVATION_SPACE
+from dossier.analyses.purity import INPUT_LAYER, FeatureCollector
+from dossier.report.kit import Column, SectionView, ViewKit
+from dossier.report.pictures import lines_by_depth
+from dossier.results import ByLayer
+from dossier.sampling import balanced_sample
+from dossier.settings import SectionSettings
 
 PROBES = ("logistic regression", "linear SVM", "random forest")
+# A layer within this much of the best layer's linear-probe accuracy counts as "readable".
+READABLE_MARGIN = 0.05
+
+
+class ProbesSettings(SectionSettings):
+    sample: int = Field(2000, ge=10, description="class-balanced images")
+    folds: int = Field(5, ge=2, description="cross-validation folds")
+    max_features: int = Field(2048, gt=0, description="flatten up to this size, else avg-pool")
+    max_dim: int = Field(256, ge=2, description="PCA components the probes read at most")
+    trees: int = Field(50, ge=1, description="random-forest trees")
 
 
 @dataclass(frozen=True)
@@ -34,14 +51,11 @@ class LayerProbes:
 
 
 @dataclass(frozen=True)
-class ProbesResult:
+class ProbesResult(ByLayer):
     images: int
     folds: int
     chance: float
     layers: list[LayerProbes]  # the input first
-
-    def for_layer(self, name: str) -> LayerProbes | None:
-        return next((entry for entry in self.layers if entry.layer == name), None)
 
 
 def make_probes(seed: int, trees: int) -> dict[str, object]:
@@ -72,15 +86,18 @@ def probe_layer(name: str, vectors: np.ndarray, labels: np.ndarray, folds: int, 
 class Probes(Analysis):
     name = "probes"
     title = "Probes"
+    order = 80
     result_type = ProbesResult
+    settings_type = ProbesSettings
+    page = ACTIVATION_SPACE
 
     def consumer(self, ctx: BuildContext) -> FeatureCollector:
-        settings = ctx.config.analyses.probes
+        settings = self.settings(ctx.config)
         keep = balanced_sample(ctx.dataset.labels, settings.sample, ctx.config.seed)
         return FeatureCollector([layer.name for layer in ctx.recorded_layers], settings.max_features, keep)
 
     def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> ProbesResult:
-        settings = ctx.config.analyses.probes
+        settings = self.settings(ctx.config)
         labels = np.concatenate(consumer.labels)
         folds = max(2, min(settings.folds, int(np.bincount(labels).min())))
         layers = [
@@ -91,3 +108,35 @@ class Probes(Analysis):
         return ProbesResult(
             images=len(labels), folds=folds, chance=float(np.bincount(labels).max() / len(labels)), layers=layers
         )
+
+    def view(self, result: ProbesResult, kit: ViewKit) -> SectionView:
+        layers = {entry.layer: entry for entry in result.layers if kit.slug(entry.layer) is not None}
+        chart = None
+        if result.layers:
+            series = {probe: [e.accuracy[probe] for e in result.layers] for probe in PROBES}
+            figure = lines_by_depth(
+                [e.layer for e in result.layers], series, result.chance, "cross-validated accuracy",
+                "layer ('input' = raw pixels)",
+            )
+            chart = kit.pictures.chart(figure, "probes-by-depth")
+        return SectionView(layers=layers, overview=ProbesOverview(result, chart))
+
+    def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
+        return [Column("linear probe", {n: f"{e.accuracy[PROBES[0]]:.3f}" for n, e in view.layers.items()})]
+
+    def finding(self, result: ProbesResult) -> str | None:
+        if len(result.layers) < 2:
+            return None
+        linear = [(entry.layer, entry.accuracy[PROBES[0]]) for entry in result.layers]
+        best = max(value for _, value in linear)
+        first, readable = next((layer, value) for layer, value in linear if value >= best - READABLE_MARGIN)
+        return (
+            f"The class becomes linearly readable at {first}: the logistic-regression probe's accuracy rises from "
+            f"{linear[0][1]:.1%} on the raw pixels to {readable:.1%} there (best {best:.1%}; chance {result.chance:.1%})."
+        )
+
+
+@dataclass(frozen=True)
+class ProbesOverview:
+    result: ProbesResult
+    chart: str | None

@@ -13,16 +13,27 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from tqdm import tqdm
 
 from dossier.analyses.base import Analysis, BuildContext, register
 from dossier.capture import Batch
-from dossier.results import NOT_EXPORTED
+from dossier.report.kit import Column, CrossPage, Picture, SearchEntry, SectionView, ViewKit
+from dossier.report.pictures import class_colour, lines_by_depth
+from dossier.results import NOT_EXPORTED, ByLayer
+from dossier.sampling import balanced_sample
+from dossier.settings import SectionSettings
 from dossier.thumbnails import thumbnails
 
 INPUT_LAYER = "input"
+
+
+class PuritySettings(SectionSettings):
+    max_features: int = Field(2048, gt=0, description="flatten a layer's activations up to this size, else avg-pool")
+    n_init: int = Field(4, gt=0, description="k-means restarts")
+    representatives: int = Field(6, ge=0, description="images nearest each cluster centre")
 
 
 @dataclass(frozen=True)
@@ -47,15 +58,12 @@ class LayerPurity:
 
 
 @dataclass(frozen=True)
-class PurityResult:
+class PurityResult(ByLayer):
     images: int
     per_class: int
     classes: int
     chance_purity: float  # purity of clustering that ignores the data: the largest class share
     layers: list[LayerPurity]  # the input first, then the layers in network order
-
-    def for_layer(self, name: str) -> LayerPurity | None:
-        return next((entry for entry in self.layers if entry.layer == name), None)
 
 
 def purity_score(labels: np.ndarray, clusters: np.ndarray) -> float:
@@ -96,7 +104,7 @@ class FeatureCollector:
 
     def update(self, batch: Batch) -> None:
         if self.keep is not None:
-            batch = _rows(batch, torch.isin(batch.indices.cpu(), self.keep).to(batch.indices.device))
+            batch = batch.rows(torch.isin(batch.indices.cpu(), self.keep).to(batch.indices.device))
         sources = {INPUT_LAYER: batch.images}
         # A module the forward pass never calls (an auxiliary head in eval mode) records nothing.
         sources.update({n: batch.activations[n] for n in self.layer_names if n in batch.activations})
@@ -108,35 +116,21 @@ class FeatureCollector:
         self.labels.append(batch.labels.cpu().numpy())
 
 
-def _rows(batch: Batch, mask: torch.Tensor) -> Batch:
-    return Batch(
-        batch.images[mask], batch.labels[mask], batch.indices[mask], batch.logits[mask],
-        {name: value[mask] for name, value in batch.activations.items()},
-    )
-
-
-def balanced_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Positions in `labels` of an equal number of items per class, at most `size` in all, sorted
-    (given the data set's labels, these are data-set indices)."""
-    classes = np.unique(labels)
-    per_class = min(min(int((labels == c).sum()) for c in classes), max(1, size // len(classes)))
-    rng = np.random.default_rng(seed)
-    rows = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes]
-    return np.sort(np.concatenate(rows))
-
-
 @register
 class Purity(Analysis):
     name = "purity"
     title = "Activation-cluster purity"
+    order = 60
     result_type = PurityResult
+    settings_type = PuritySettings
+    page = CrossPage("purity.html", "Purity by depth")
 
     def consumer(self, ctx: BuildContext) -> FeatureCollector:
         names = [layer.name for layer in ctx.recorded_layers]
-        return FeatureCollector(names, ctx.config.analyses.purity.max_features)
+        return FeatureCollector(names, self.settings(ctx.config).max_features)
 
     def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> PurityResult:
-        settings = ctx.config.analyses.purity
+        settings = self.settings(ctx.config)
         labels_all = np.concatenate(consumer.labels)
         rows = balanced_sample(labels_all, len(labels_all), ctx.config.seed)
         labels = labels_all[rows]
@@ -167,6 +161,109 @@ class Purity(Analysis):
             chance_purity=float(np.bincount(labels).max() / len(labels)),
             layers=layers,
         )
+
+
+    def view(self, result: PurityResult, kit: ViewKit) -> SectionView:
+        layers = {
+            entry.layer: PurityView(entry, cluster_views(entry.clusters, f"purity-{slug}", kit), result)
+            for entry in result.layers
+            if (slug := kit.slug(entry.layer)) is not None
+        }
+        chart = kit.pictures.chart(
+            lines_by_depth(
+                [e.layer for e in result.layers],
+                {"purity": [e.purity for e in result.layers], "NMI": [e.nmi for e in result.layers],
+                 "ARI": [e.ari for e in result.layers]},
+                result.chance_purity, "score", "layer (network order; 'input' = raw pixels)",
+            ),
+            "purity-by-depth",
+        )
+        return SectionView(layers=layers, overview=PurityOverview(result, chart))
+
+    def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
+        return [
+            Column(header, {name: f"{getattr(v.result, key):.3f}" for name, v in view.layers.items()})
+            for header, key in (("purity", "purity"), ("NMI", "nmi"), ("ARI", "ari"))
+        ]
+
+    def search_entries(self, view: SectionView, kit: ViewKit) -> list[SearchEntry]:
+        return [
+            SearchEntry(
+                f"{name} activation cluster {cluster.number}: {cluster.majority} ({cluster.majority_share:.0f}%)",
+                "cluster",
+                f"{kit.layer_file(name)}#activation-clusters",
+                f"activation cluster purity class {cluster.majority}",
+            )
+            for name, layer_view in view.layers.items()
+            for cluster in layer_view.clusters
+        ]
+
+    def finding(self, result: PurityResult) -> str | None:
+        if not result.layers:
+            return None
+        peak = max(result.layers, key=lambda entry: entry.purity)
+        return (
+            f"k-means purity peaks at {peak.layer} ({peak.purity:.3f}, against {result.layers[0].purity:.3f} "
+            f"for the raw pixels and {result.chance_purity:.3f} by chance)."
+        )
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    count: int
+    percent: float
+    colour: str
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    number: int
+    size: int
+    majority: str
+    majority_share: float
+    bars: list[Bar]
+    pictures: list[Picture]
+
+
+@dataclass(frozen=True)
+class PurityView:
+    result: LayerPurity
+    clusters: list[ClusterView]
+    run: PurityResult  # the whole run: sample size, chance
+
+
+@dataclass(frozen=True)
+class PurityOverview:
+    result: PurityResult
+    chart: str
+
+
+def cluster_views(clusters: list[ClusterSummary], stem: str, kit: ViewKit) -> list[ClusterView]:
+    """Views of clusters of images (k-means or commute time): composition bars and pictures."""
+    views = []
+    for number, cluster in enumerate(clusters, start=1):
+        bars = [
+            Bar(kit.class_name(c), n, 100.0 * n / cluster.size, class_colour(c))
+            for c, n in enumerate(cluster.composition)
+            if n
+        ]
+        images = [
+            Picture(src=kit.pictures.image(pixels, f"{stem}-c{number}-{i}"), caption=kit.class_name(label))
+            for i, (pixels, label) in enumerate(zip(cluster.thumbnails, cluster.representative_classes))
+        ]
+        majority = cluster.composition[cluster.majority_class]
+        views.append(
+            ClusterView(
+                number=number,
+                size=cluster.size,
+                majority=kit.class_name(cluster.majority_class),
+                majority_share=100.0 * majority / cluster.size if cluster.size else 0.0,
+                bars=sorted(bars, key=lambda b: -b.count),
+                pictures=images,
+            )
+        )
+    return views
 
 
 def kmeans_clusters(

@@ -13,9 +13,11 @@ import logging
 import operator
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from zennit.canonizers import NamedMergeBatchNorm
@@ -24,10 +26,13 @@ from zennit.layer import Sum
 from zennit.rules import ZBox, ZPlus
 from zennit.types import Convolution
 
-from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.analyses.neuron_types import following_batchnorm
-from dossier.capture import Batch, recording
+from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
+from dossier.capture import Batch, ForwardHook, hooks, recording
+from dossier.layers import batchnorm_after
+from dossier.report.kit import CrossPage, SectionView, ViewKit
+from dossier.report.pictures import grey_map, overlay, signed_heatmap
 from dossier.results import NOT_EXPORTED
+from dossier.settings import SectionSettings
 from dossier.thumbnails import thumbnails
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,14 @@ log = logging.getLogger(__name__)
 RULES = "z⁺ (biases left out) in hidden conv and dense layers, z^B at the input, BatchNorm merged"
 _MAP_PIXELS = 64  # stored heatmaps and activation maps are at most this large
 _ADDITIONS = (operator.add, operator.iadd, torch.add)
+
+
+class RelevanceSettings(SectionSettings):
+    per_class: int = Field(1, ge=0, description="most confident correct images explained per class")
+    mistakes: int = Field(4, ge=0, description="most confident mistakes explained (predicted and true class)")
+    tolerance: float = Field(0.01, gt=0, description="flag an image whose Σ input relevance / logit is off by more")
+    top_filters: int = Field(5, ge=1, description="most relevant filters listed per class")
+    activation_maps: int = Field(4, ge=1, description="strongest channels shown per layer and image")
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,7 @@ class LayerRanking:
 
 
 @dataclass(frozen=True)
-class RelevanceResult:
+class RelevanceResult:  # rankings, not layers: ranking_for() looks a layer up
     rules: str
     residuals: str  # how additions were handled
     tolerance: float
@@ -136,7 +149,7 @@ def input_bounds(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch
 def deep_taylor_composite(model: nn.Module, conv_names: list[str], input_size, mean, std, device) -> SpecialFirstLayerMapComposite:
     low, high = input_bounds(mean, std)
     box = ZBox(low.to(device), high.to(device), zero_params=["bias"])
-    merges = [([conv], bn) for conv, (bn, _) in following_batchnorm(model, conv_names, input_size, device).items()]
+    merges = [([conv], bn) for conv, (bn, _) in batchnorm_after(model, conv_names, input_size, device).items()]
     return SpecialFirstLayerMapComposite(
         layer_map=layer_map_base() + [
             (Convolution, ZPlus(zero_params=["bias"])),
@@ -155,23 +168,18 @@ def relevance_pass(
 
     The composite must already be registered on model (`with composite.context(model)`)."""
     layer_relevance: dict[str, torch.Tensor] = {}
-    modules = dict(model.named_modules())
 
-    def keep_relevance(name: str):
+    def keep_relevance(name: str) -> ForwardHook:
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             output.register_hook(lambda grad: layer_relevance.__setitem__(name, grad.detach()))
 
         return hook
 
-    handles = [modules[name].register_forward_hook(keep_relevance(name)) for name in layers]
-    try:
+    with hooks(model, {name: keep_relevance(name) for name in layers}):
         x = images.clone().requires_grad_(True)
         logits = model(x)
         chosen = F.one_hot(targets, logits.shape[1]).to(logits) * logits
         (relevance,) = torch.autograd.grad(logits, x, grad_outputs=chosen.detach())
-    finally:
-        for handle in handles:
-            handle.remove()
     return logits.gather(1, targets[:, None])[:, 0].detach(), relevance.detach(), layer_relevance
 
 
@@ -184,20 +192,11 @@ def logits_and_relevance_for(model: nn.Module, images: torch.Tensor, targets: to
 
 def grad_cam(model: nn.Module, layer: str, images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
     """Grad-CAM (Selvaraju et al. 2017) at `layer`, upsampled to the input size, scaled to [0, 1]."""
-    module = dict(model.named_modules())[layer]
-    kept: dict[str, torch.Tensor] = {}
-
-    def hook(_m: nn.Module, _i: tuple, output: torch.Tensor) -> None:
-        kept["a"] = output
-        output.retain_grad()
-
-    handle = module.register_forward_hook(hook)
-    try:
+    with recording(model, [layer], detach=False) as outputs:
         logits = model(images)
-        logits.gather(1, targets[:, None]).sum().backward()
-    finally:
-        handle.remove()
-    activation = kept["a"]
+    activation = outputs[layer]
+    activation.retain_grad()
+    logits.gather(1, targets[:, None]).sum().backward()
     weights = activation.grad.mean(dim=(2, 3), keepdim=True)
     cam = torch.relu((weights * activation).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=images.shape[2:], mode="bilinear", align_corners=False)[:, 0]
@@ -246,20 +245,24 @@ def select_images(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndar
 class Relevance(Analysis):
     name = "relevance"
     title = "Relevance heatmaps"
+    order = 50
     result_type = RelevanceResult
+    settings_type = RelevanceSettings
+    page = CrossPage("relevance.html", "Relevance heatmaps")
 
-    def consumer(self, ctx: BuildContext) -> _Predictions | None:
-        return None if ctx.model.scripted else _Predictions()
+    def applies(self, ctx: BuildContext) -> str | None:
+        return None if ctx.hookable else HOOKS_UNSUPPORTED
 
-    def finish(self, ctx: BuildContext, consumer: _Predictions | None) -> RelevanceResult:
-        settings = ctx.config.analyses.relevance
-        if consumer is None:
-            raise ValueError("relevance needs forward hooks, which TorchScript models do not support")
+    def consumer(self, ctx: BuildContext) -> _Predictions:
+        return _Predictions()
+
+    def finish(self, ctx: BuildContext, consumer: _Predictions) -> RelevanceResult:
+        settings = self.settings(ctx.config)
         indices = np.concatenate(consumer.indices)
         labels, predicted = np.concatenate(consumer.labels), np.concatenate(consumer.predicted)
         confidence = np.concatenate(consumer.confidence)
         rows = select_images(labels, predicted, confidence, settings.per_class, settings.mistakes)
-        convs = [l.name for l in ctx.recorded_layers if l.type == "Conv2d"]
+        convs = [layer.name for layer in ctx.conv_layers]
         images = torch.stack([ctx.dataset[int(indices[r])][0] for r in rows]).to(ctx.device)
         model, residuals = self._traceable(ctx, images[:1])
         composite = deep_taylor_composite(
@@ -276,6 +279,19 @@ class Relevance(Analysis):
             images=explained,
             rankings=[_ranking(layer, explained, settings.top_filters) for layer in convs],
         )
+
+    def unit_rankings(self, result: RelevanceResult) -> dict[str, list[int]]:
+        """Most relevant first."""
+        return {ranking.layer: ranking.ranking for ranking in result.rankings}
+
+    def view(self, result: RelevanceResult, kit: ViewKit) -> SectionView:
+        explained = [_explained_view(n, image, kit) for n, image in enumerate(result.images)]
+        layers = {
+            ranking.layer: _layer_view(ranking, result, explained, kit)
+            for ranking in result.rankings
+            if kit.slug(ranking.layer) is not None
+        }
+        return SectionView(layers=layers, overview=RelevanceOverview(result, explained))
 
     def _traceable(self, ctx: BuildContext, example: torch.Tensor) -> tuple[nn.Module, str]:
         try:
@@ -369,3 +385,81 @@ def _ranking(layer: str, images: list[ExplainedImage], top: int) -> LayerRanking
         cumulative=np.cumsum(mean[order]).tolist(),
         per_class=per_class,
     )
+
+
+@dataclass(frozen=True)
+class ExplainedView:
+    result: ExplainedImage
+    anchor: str
+    picture: str
+    heatmap: str  # LRP relevance over the image
+    gradcam: str | None
+    true_heatmap: str | None  # for a mistake: relevance for the true class
+
+
+@dataclass(frozen=True)
+class RelevanceOverview:
+    result: RelevanceResult
+    explained: list[ExplainedView]
+
+
+@dataclass(frozen=True)
+class LayerImageRow:
+    image: ExplainedView
+    heatmap: str  # this layer's relevance, summed over channels
+    activations: list[tuple[int, str]]  # (channel, picture) of the strongest channels
+
+
+@dataclass(frozen=True)
+class LayerRelevanceView:
+    ranking: LayerRanking
+    curve: str
+    rows: list[LayerImageRow]
+    explained: int  # images the ranking averages over
+
+
+def _explained_view(n: int, image: ExplainedImage, kit: ViewKit) -> ExplainedView:
+    stem = f"relevance-{n}"
+    picture = kit.pictures.image
+    return ExplainedView(
+        result=image,
+        anchor=f"image-{n}",
+        picture=picture(image.thumbnail, f"{stem}-image"),
+        heatmap=picture(overlay(image.thumbnail, image.heatmap), f"{stem}-lrp"),
+        gradcam=picture(overlay(image.thumbnail, image.gradcam, signed=False), f"{stem}-gradcam")
+        if image.gradcam is not None else None,
+        true_heatmap=picture(overlay(image.thumbnail, image.true_heatmap), f"{stem}-lrp-true")
+        if image.true_heatmap is not None else None,
+    )
+
+
+def _layer_view(ranking: LayerRanking, result: RelevanceResult, explained: list[ExplainedView], kit: ViewKit) -> LayerRelevanceView:
+    layer, slug = ranking.layer, kit.slug(ranking.layer)
+    rows = []
+    for n, view in enumerate(explained):
+        image = view.result
+        size = image.thumbnail.shape[:2]
+        heatmap = kit.pictures.image(signed_heatmap(image.layer_heatmaps[layer], size), f"relevance-{slug}-{n}")
+        maps = image.activation_maps[layer]
+        activations = [
+            (channel, kit.pictures.image(grey_map(values, size), f"activation-{slug}-{n}-{channel}"))
+            for channel, values in zip(maps.channels, maps.maps)
+        ]
+        rows.append(LayerImageRow(view, heatmap, activations))
+    curve = kit.pictures.chart(cumulative_curve(ranking.cumulative, layer), f"relevance-{slug}-curve")
+    return LayerRelevanceView(ranking, curve, rows, len(result.images))
+
+
+def cumulative_curve(cumulative: list[float], layer: str) -> plt.Figure:
+    """Share of the layer's relevance carried by its top-n filters (004 Fig. 4.23)."""
+    figure, axes = plt.subplots(figsize=(4.6, 2.6))
+    ranks = np.arange(1, len(cumulative) + 1)
+    axes.plot(ranks, np.array(cumulative) * 100, color="#1f77b4")
+    axes.axhline(50, color="grey", linewidth=0.8, linestyle=":")
+    axes.axhline(90, color="grey", linewidth=0.8, linestyle=":")
+    axes.set_xlabel(f"top-n filters of {layer}, most relevant first")
+    axes.set_ylabel("% of relevance")
+    axes.set_ylim(0, 102)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure

@@ -10,22 +10,52 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import warnings
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import networkx as nx
 import numpy as np
 from PIL import Image
+from pydantic import Field
 from sklearn.cluster import DBSCAN
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.analyses.kernel_clusters import ONE_BY_ONE_REASON
-from dossier.results import NOT_EXPORTED
+from dossier.analyses.kernel_clusters import ONE_BY_ONE_REASON, spatial_kernels_reason
+from dossier.report.kit import Column, SectionView, ViewKit
+from dossier.results import NOT_EXPORTED, ByLayer
+from dossier.settings import SectionSettings
 from dossier.weights import control_weights, conv_layer_weights
 
 _TOOLTIP_PIXELS = 24
+# kepler-mapper's page loads D3, FileSaver, a web font and an icon from the internet; a dossier
+# must work offline, so those tags are replaced by the vendored copies or dropped.
+_MAPPER_REMOTE = {
+    re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/d3/[^"]+"></script>'):
+        '<script src="../vendor/d3.v6.min.js"></script>',
+    re.compile(r'<script src="https://cdn\.jsdelivr\.net/npm/file-saver@[^"]+"></script>'):
+        '<script src="../vendor/FileSaver.min.js"></script>',
+    re.compile(r"<link href='https://fonts\.googleapis\.com[^>]*>"): "",
+    re.compile(r'<link rel="icon"[^>]*>'): "",
+}
+_MAPPER_VENDOR = ("d3.v6.min.js", "d3.LICENSE.txt", "FileSaver.min.js")
+
+
+class TdaRingsSettings(SectionSettings):
+    max_kernels: int = Field(4000, ge=50, description="deterministic subsample of a layer's kernels above this")
+    density_neighbors: int = Field(100, ge=2, description="k of the k-NN density filter")
+    density_drop: float = Field(0.2, ge=0, lt=1, description="share of the sparsest kernels dropped")
+    cubes: int = Field(5, ge=1, description="Mapper cover: intervals per PCA(3) lens dimension")
+    overlap: float = Field(0.1, gt=0, lt=1, description="Mapper cover overlap")
+    eps: dict[int, float] = Field(
+        default_factory=lambda: {3: 0.5, 5: 2.0},
+        description="DBSCAN eps by kernel size (seed); derived from the data if empty",
+    )
+    min_samples: int = Field(3, ge=1, description="DBSCAN min_samples")
+    homology_points: int = Field(400, ge=20, description="ripser's greedy-permutation subsample")
 
 
 @dataclass(frozen=True)
@@ -57,12 +87,9 @@ class LayerRings:
 
 
 @dataclass(frozen=True)
-class TdaRingsResult:
+class TdaRingsResult(ByLayer):
     layers: list[LayerRings]
     control: LayerRings | None  # first conv layer, same architecture, random initialisation
-
-    def for_layer(self, name: str) -> LayerRings | None:
-        return next((entry for entry in self.layers if entry.layer == name), None)
 
 
 def kernel_samples(weight: np.ndarray) -> np.ndarray:
@@ -234,10 +261,15 @@ def _skipped(base: dict, reason: str) -> LayerRings:
 class TdaRings(Analysis):
     name = "tda_rings"
     title = "TDA rings"
+    order = 40
     result_type = TdaRingsResult
+    settings_type = TdaRingsSettings
+
+    def applies(self, ctx: BuildContext) -> str | None:
+        return spatial_kernels_reason(ctx)
 
     def finish(self, ctx: BuildContext, consumer: None) -> TdaRingsResult:
-        settings = ctx.config.analyses.tda_rings
+        settings = self.settings(ctx.config)
         names = [layer.name for layer in ctx.layers]
         layers = [
             analyse_rings(name, weight, settings, ctx.config.seed)
@@ -247,3 +279,75 @@ class TdaRings(Analysis):
         return TdaRingsResult(
             layers, analyse_rings(*control, settings, ctx.config.seed, interactive=False) if control else None
         )
+
+    def view(self, result: TdaRingsResult, kit: ViewKit) -> SectionView:
+        layers = {}
+        for entry in result.layers:
+            slug = kit.slug(entry.layer)
+            control = None
+            if result.control is not None and result.control.layer == entry.layer:
+                control = _rings_view(result.control, f"{slug}-random-init", kit)
+            layers[entry.layer] = _rings_view(entry, slug, kit, control)
+        return SectionView(layers=layers)
+
+    def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
+        return [
+            Column("ring score", {n: f"{v.result.ring_score:.3f}" for n, v in view.layers.items() if not v.result.skipped})
+        ]
+
+
+@dataclass(frozen=True)
+class RingsView:
+    result: LayerRings
+    picture: str | None  # the static Mapper graph
+    mapper_page: str | None  # the interactive kepler-mapper page
+    control: "RingsView | None" = None  # the same layer at random initialisation
+
+
+def _rings_view(entry: LayerRings, slug: str, kit: ViewKit, control: RingsView | None = None) -> RingsView:
+    if entry.skipped or not entry.nodes:
+        return RingsView(entry, None, None, control)
+    nodes = [(n.node, n.size, np.array(n.mean_kernel)) for n in entry.nodes]
+    picture = kit.pictures.chart(mapper_picture(nodes, entry.edges, seed=0), f"mapper-{slug}")
+    page = None
+    if entry.mapper_html:
+        for name in _MAPPER_VENDOR:
+            kit.vendor(name)
+        page = kit.text_asset(f"assets/mapper/{slug}.html", offline_mapper_html(entry.mapper_html))
+    return RingsView(entry, picture, page, control)
+
+
+def offline_mapper_html(html: str) -> str:
+    """kepler-mapper's page with every remote resource replaced by a vendored file or removed."""
+    for pattern, replacement in _MAPPER_REMOTE.items():
+        html = pattern.sub(replacement, html)
+    if re.search(r"""(src|href)=["']https?://""", html):
+        raise ValueError("kepler-mapper's page still loads a remote resource")
+    return html
+
+
+def mapper_picture(nodes: list[tuple[str, int, np.ndarray]], edges: list[tuple[str, str]], seed: int) -> plt.Figure:
+    """The Mapper graph with each node drawn as its mean kernel, sized by its members (001 Fig. 37)."""
+    import networkx as nx
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    graph = nx.Graph()
+    graph.add_nodes_from(name for name, _, _ in nodes)
+    graph.add_edges_from(edges)
+    positions = nx.spring_layout(graph, seed=seed, k=1.5 / max(1, np.sqrt(len(nodes))))
+    figure, axes = plt.subplots(figsize=(6.5, 4.8))
+    for a, b in edges:
+        (x0, y0), (x1, y1) = positions[a], positions[b]
+        axes.plot([x0, x1], [y0, y1], color="#999999", linewidth=0.8, zorder=1)
+    largest = max(size for _, size, _ in nodes)
+    for name, size, kernel in nodes:
+        side = 10 + 22 * np.sqrt(size / largest)  # on-screen pixels of the node's picture
+        image = OffsetImage(kernel, cmap="gray", zoom=side / max(kernel.shape), interpolation="nearest")
+        axes.add_artist(AnnotationBbox(image, positions[name], frameon=True, pad=0.05, zorder=2))
+    xs = [p[0] for p in positions.values()]
+    ys = [p[1] for p in positions.values()]
+    axes.set_xlim(min(xs) - 0.15, max(xs) + 0.15)
+    axes.set_ylim(min(ys) - 0.15, max(ys) + 0.15)
+    axes.axis("off")
+    figure.tight_layout()
+    return figure

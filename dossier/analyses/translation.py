@@ -9,13 +9,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.analyses.purity import balanced_sample, reduce_activation
+from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
+from dossier.analyses.commute import ACTIVATION_SPACE
+from dossier.analyses.purity import reduce_activation
 from dossier.capture import recording
+from dossier.report.kit import SectionView, ViewKit
+from dossier.sampling import balanced_sample
+from dossier.settings import SectionSettings
+
+# Codes longer than this are average-pooled before the cosine distance: memory stays bounded.
+_CODE_FEATURES = 4096
+
+
+class TranslationSettings(SectionSettings):
+    images: int = Field(200, ge=2, description="class-balanced images shifted")
+    max_shift: int | None = Field(None, ge=1, description="largest shift in pixels; null: input size / 8")
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,7 @@ def measure(model, images: torch.Tensor, labels: torch.Tensor, layers: list[str]
             for start in range(0, len(x), batch):
                 probabilities.append(torch.softmax(model(x[start : start + batch]).float(), dim=1))
                 for name in layers:
-                    codes[name].append(reduce_activation(outputs[name], 4096)[0])
+                    codes[name].append(reduce_activation(outputs[name], _CODE_FEATURES)[0])
         return {n: torch.cat(c) for n, c in codes.items()}, torch.cat(probabilities)
 
     reference, _ = codes_and_probabilities(images)
@@ -68,12 +82,16 @@ def measure(model, images: torch.Tensor, labels: torch.Tensor, layers: list[str]
 class Translation(Analysis):
     name = "translation"
     title = "Translation sensitivity"
+    order = 90
     result_type = TranslationResult
+    settings_type = TranslationSettings
+    page = ACTIVATION_SPACE
+
+    def applies(self, ctx: BuildContext) -> str | None:
+        return None if ctx.hookable else HOOKS_UNSUPPORTED
 
     def finish(self, ctx: BuildContext, consumer: None) -> TranslationResult:
-        settings = ctx.config.analyses.translation
-        if ctx.model.scripted:
-            raise ValueError("translation sensitivity records inner layers, which TorchScript models do not allow")
+        settings = self.settings(ctx.config)
         chosen = balanced_sample(ctx.dataset.labels, settings.images, ctx.config.seed)
         items = [ctx.dataset[int(i)] for i in chosen]
         items = [item for item in items if item is not None]
@@ -83,3 +101,60 @@ class Translation(Analysis):
         layers = [layer.name for layer in ctx.recorded_layers]
         curves = measure(ctx.model.module, images, labels, layers, max_shift, ctx.config.batch_size)
         return TranslationResult(images=len(items), max_shift=max_shift, curves=curves)
+
+    def view(self, result: TranslationResult, kit: ViewKit) -> SectionView:
+        if not result.curves:
+            return SectionView(overview=TranslationOverview(result, None, None))
+        curves = kit.pictures.chart(
+            translation_curves([(c.axis, c.shifts, c.true_probability, c.accuracy) for c in result.curves]),
+            "translation-curves",
+        )
+        layers = list(result.curves[0].cosine_distance)
+        columns = [f"{c.axis}+{s}" for c in result.curves for s in c.shifts]
+        values = np.array([[d for c in result.curves for d in c.cosine_distance[layer]] for layer in layers])
+        heatmap = kit.pictures.chart(translation_heatmap(layers, columns, values), "translation-heatmap")
+        return SectionView(overview=TranslationOverview(result, curves, heatmap))
+
+    def finding(self, result: TranslationResult) -> str | None:
+        if not result.curves:
+            return None
+        worst = min(result.curves, key=lambda curve: curve.accuracy[-1])
+        return (
+            f"Shifting the images by {result.max_shift} px along {worst.axis} changes accuracy from "
+            f"{worst.accuracy[0]:.1%} to {worst.accuracy[-1]:.1%}."
+        )
+
+
+@dataclass(frozen=True)
+class TranslationOverview:
+    result: TranslationResult
+    curves: str | None
+    heatmap: str | None
+
+
+def translation_curves(curves: list[tuple[str, list[int], list[float], list[float]]]) -> plt.Figure:
+    """Probability of the true class and accuracy against the shift, per axis."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(8, 2.8))
+    for axis, shifts, truth, accuracy in curves:
+        left.plot(shifts, truth, marker="o", markersize=4, label=f"shift along {axis}")
+        right.plot(shifts, accuracy, marker="o", markersize=4, label=f"shift along {axis}")
+    for axes, label in ((left, "P(true class)"), (right, "accuracy")):
+        axes.set_xlabel("shift (pixels, circular)")
+        axes.set_ylabel(label)
+        axes.set_ylim(0, 1.02)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def translation_heatmap(layer_names: list[str], columns: list[str], values: np.ndarray) -> plt.Figure:
+    """Cosine distance of each layer's code to the unshifted one: layers × shifts."""
+    figure, axes = plt.subplots(figsize=(min(10, 1.2 + 0.55 * len(columns)), 0.9 + 0.3 * len(layer_names)))
+    image = axes.imshow(values, cmap="magma", aspect="auto", vmin=0)
+    axes.set_xticks(np.arange(len(columns)), columns, fontsize=7)
+    axes.set_yticks(np.arange(len(layer_names)), layer_names, fontsize=7)
+    axes.set_xlabel("shift")
+    figure.colorbar(image, ax=axes, label="cosine distance", shrink=0.9)
+    figure.tight_layout()
+    return figure

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,17 +16,6 @@ from dossier.report.search import search_script
 log = logging.getLogger(__name__)
 
 _STATIC_FILES = ("style.css", "print.css", "site.js")
-_VENDOR_FILES = ("d3.v6.min.js", "d3.LICENSE.txt", "FileSaver.min.js")
-# kepler-mapper's page loads D3, FileSaver, a web font and an icon from the internet; a dossier
-# must work offline, so those tags are replaced by the vendored copies or dropped.
-_MAPPER_REMOTE = {
-    re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/d3/[^"]+"></script>'):
-        '<script src="../vendor/d3.v6.min.js"></script>',
-    re.compile(r'<script src="https://cdn\.jsdelivr\.net/npm/file-saver@[^"]+"></script>'):
-        '<script src="../vendor/FileSaver.min.js"></script>',
-    re.compile(r"<link href='https://fonts\.googleapis\.com[^>]*>"): "",
-    re.compile(r'<link rel="icon"[^>]*>'): "",
-}
 
 
 def template_environment() -> jinja2.Environment:
@@ -49,24 +36,15 @@ def write_site(report: Report, root: Path) -> list[Path]:
     static = resources.files("dossier.templates")
     for name in _STATIC_FILES:
         (assets / name).write_bytes(static.joinpath(name).read_bytes())
-    if report.mapper_pages:
-        (assets / "vendor").mkdir(exist_ok=True)
-        (assets / "mapper").mkdir(exist_ok=True)
-        for name in _VENDOR_FILES:
-            (assets / "vendor" / name).write_bytes(static.joinpath("vendor", name).read_bytes())
-        for relative, html in report.mapper_pages.items():
-            (root / relative).write_text(offline_mapper_html(html), encoding="utf-8")
     (assets / "search-index.js").write_text(search_script(report), encoding="utf-8")
-    for relative, text in report.extra_assets.items():
-        (root / relative).write_text(text, encoding="utf-8")
     # GitHub Pages would otherwise run Jekyll, which hides files and folders starting with _.
     (root / ".nojekyll").write_text("", encoding="utf-8")
     pages: list[tuple[str, str, dict[str, Any]]] = [
         ("index.html", "index.html", {"page_title": "Overview", "breadcrumb": []}),
-        ("model.html", "model.html", {"page_title": "Model card", "breadcrumb": ["Model card"]}),
     ]
-    for filename, title in report.pages:
-        pages.append((filename, filename, {"page_title": title, "breadcrumb": [title]}))
+    for page in report.pages:
+        context = {"page_title": page.title, "breadcrumb": [page.title], "page": page}
+        pages.append((page.filename, "page.html", context))
     for layer in report.layers:
         context = {"page_title": layer.info.name, "breadcrumb": ["Layers", layer.info.name], "current_layer": layer}
         pages.append((layer.filename, "layer.html", context))
@@ -76,15 +54,6 @@ def write_site(report: Report, root: Path) -> list[Path]:
         (root / filename).write_text(html, encoding="utf-8")
         written.append(root / filename)
     return written
-
-
-def offline_mapper_html(html: str) -> str:
-    """kepler-mapper's page with every remote resource replaced by a vendored file or removed."""
-    for pattern, replacement in _MAPPER_REMOTE.items():
-        html = pattern.sub(replacement, html)
-    if re.search(r"""(src|href)=["']https?://""", html):
-        raise ValueError("kepler-mapper's page still loads a remote resource")
-    return html
 
 
 def write_pdf(report: Report, root: Path, filename: str = "dossier.pdf") -> Path:
@@ -108,5 +77,3 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-

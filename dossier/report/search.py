@@ -1,4 +1,5 @@
-"""The client-side search index: one entry per layer, unit, cluster, class and page.
+"""The client-side search index: pages, layers, every unit with what the sections say about it,
+and the sections' own entries (clusters, classes).
 
 Written as a script that sets a global, not as JSON: browsers refuse fetch() from file://, and
 the site must work when opened straight from disk.
@@ -6,81 +7,36 @@ the site must work when opened straight from disk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from dossier.report.jsdata import js_global
+from dossier.report.kit import SearchEntry
 from dossier.report.pages import LayerPage, Report
-
-
-@dataclass(frozen=True)
-class SearchEntry:
-    title: str  # what the result list shows
-    kind: str  # layer, unit, cluster, class, page
-    url: str  # relative to the site root
-    terms: str  # extra words it is found by
-
-    def as_dict(self) -> dict[str, str]:
-        return {"t": self.title, "k": self.kind, "u": self.url, "s": self.terms}
 
 
 def search_entries(report: Report) -> list[SearchEntry]:
     entries = [
         SearchEntry("Overview", "page", "index.html", "index summary home"),
-        SearchEntry("Model card", "page", "model.html", "accuracy confusion architecture provenance top-5"),
+        *(SearchEntry(page.title, "page", page.filename, "by depth chart") for page in report.pages),
     ]
-    entries += [SearchEntry(title, "page", file, "by depth chart") for file, title in report.pages]
-    for name in report.class_names:
-        entries.append(SearchEntry(f"class {name}", "class", "model.html#per-class", f"class {name} accuracy"))
     for page in report.layers:
-        entries += _layer_entries(page, report)
-    return entries
+        info = page.info
+        entries.append(
+            SearchEntry(info.name, "layer", page.filename, f"layer {info.type} {info.kernel_text} {info.shape_text}")
+        )
+        entries += _unit_entries(page, report)
+    return entries + report.search
 
 
-def _layer_entries(page: LayerPage, report: Report) -> list[SearchEntry]:
-    info = page.info
-    entries = [
-        SearchEntry(info.name, "layer", page.filename, f"layer {info.type} {info.kernel_text} {info.shape_text}")
-    ]
-    if page.types:
-        threshold = report.neuron_types.selectivity_threshold if report.neuron_types else 1.0
-        for row in page.types.rows:
-            labels = []  # short, shown in the result
-            words = [f"unit {row.unit}"]  # found by
-            if row.dead:
-                labels.append("dead")
-            if row.border_weights:
-                labels.append("border-aware")
-                words.append("border weights")
-            if row.border_activations:
-                labels.append(f"border activity {row.border_side}")
-                words.append("border activations")
-            if row.selectivity is not None and row.selectivity >= threshold:
-                labels.append(f"selective for {report.class_name(row.top_class)}")
-                words.append("class-selective")
-            if row.top_class is not None:
-                words.append(f"class {report.class_name(row.top_class)}")
-            title = f"{info.name} unit {row.unit}" + (f" — {', '.join(labels)}" if labels else "")
-            entries.append(SearchEntry(title, "unit", f"{page.filename}#unit-{row.unit}", " ".join(words + labels)))
-    if page.kernels and not page.kernels.result.skipped:
-        for group in page.kernels.result.groups:
-            entries.append(
-                SearchEntry(
-                    f"{info.name} kernel cluster {group.cluster + 1} ({group.size} units)",
-                    "cluster",
-                    f"{page.filename}#kernel-clusters",
-                    "kernel cluster weights",
-                )
-            )
-    if page.purity:
-        for cluster in page.purity.clusters:
-            entries.append(
-                SearchEntry(
-                    f"{info.name} activation cluster {cluster.number}: {cluster.majority} ({cluster.majority_share:.0f}%)",
-                    "cluster",
-                    f"{page.filename}#activation-clusters",
-                    f"activation cluster purity class {cluster.majority}",
-                )
-            )
+def _unit_entries(page: LayerPage, report: Report) -> list[SearchEntry]:
+    """One entry per unit of a layer whose units have a card or row to land on."""
+    name = page.info.name
+    if name not in report.unit_owner or not page.info.units:
+        return []
+    entries = []
+    for unit in range(page.info.units):
+        labels = report.labels_for(name, unit)
+        title = f"{name} unit {unit}" + (f" — {', '.join(label.text for label in labels)}" if labels else "")
+        words = [f"unit {unit}"] + [f"{label.kind} {label.text} {label.terms}" for label in labels]
+        entries.append(SearchEntry(title, "unit", f"{page.filename}#unit-{unit}", " ".join(words)))
     return entries
 
 
