@@ -21,11 +21,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Regenerate the committed sample report from a fresh build.
+# Regenerate the committed sample report from a fresh build, and the README's screenshots of it.
 sample: demo
 	rm -rf sample_reports/digits
 	mkdir -p sample_reports
 	cp -r build/digits sample_reports/digits
+	$(BIN)/python scripts/screenshots.py sample_reports/digits docs
 
 system-deps:
 	bash scripts/install-system-deps.sh --browser

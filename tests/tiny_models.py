@@ -4,11 +4,11 @@ from torch import nn
 
 
 class Tiny(nn.Module):
-    def __init__(self, num_classes=3, width=4):
+    def __init__(self, num_classes=3, width=4, channels=3, kernel=3):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, width, kernel, padding=kernel // 2)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, kernel, padding=kernel // 2)
         self.pool = nn.AdaptiveAvgPool2d(2)
         self.fc = nn.Linear(width * 4, num_classes)
 
@@ -18,5 +18,5 @@ class Tiny(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def build(num_classes=3, width=4):
-    return Tiny(num_classes, width)
+def build(num_classes=3, width=4, channels=3, kernel=3):
+    return Tiny(num_classes, width, channels, kernel)

@@ -33,7 +33,10 @@ ONE_BY_ONE_REASON = (
     "1×1 kernels hold a single weight per input channel: they mix channels (channel pooling) and "
     "carry no spatial pattern to cluster, so the seed (001, appendix 7.1) leaves them out."
 )
-ONLY_ONE_BY_ONE = "every recorded conv layer has 1×1 kernels: " + ONE_BY_ONE_REASON
+ONLY_ONE_BY_ONE = (
+    "every recorded conv layer has 1×1 kernels, a single weight per input channel: they mix channels and carry "
+    "no spatial pattern to cluster or to find rings in (the seed, 001 appendix 7.1, leaves them out)"
+)
 _MIN_UNITS = 4
 _MIN_UMAP_UNITS = 10  # below this UMAP's spectral initialisation is ill-posed: PCA instead
 

@@ -262,7 +262,7 @@ class NeuronTypes(Analysis):
     def unit_rankings(self, result: NeuronTypesResult) -> dict[str, list[int]]:
         """Most class-selective first."""
         return {
-            layer.layer: [r.unit for r in sorted(layer.rows, key=lambda r: -r.selectivity) if r.selectivity is not None]
+            layer.layer: [r.unit for r in sorted((r for r in layer.rows if r.selectivity is not None), key=lambda r: -r.selectivity)]
             for layer in result.layers
         }
 
