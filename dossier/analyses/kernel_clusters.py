@@ -9,7 +9,9 @@ Representatives are the channel-averaged kernels of the units nearest each clust
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -217,14 +219,7 @@ class KernelClusters(Analysis):
         )
 
     def view(self, result: KernelClustersResult, kit: ViewKit) -> SectionView:
-        layers = {}
-        for entry in result.layers:
-            slug = kit.slug(entry.layer)
-            control = None
-            if result.control is not None and result.control.layer == entry.layer:
-                control = _kernel_view(result.control, f"{slug}-random-init", kit)
-            layers[entry.layer] = _kernel_view(entry, slug, kit, control)
-        return SectionView(layers=layers)
+        return SectionView(layers=views_with_control(result.layers, result.control, _kernel_view, kit))
 
     def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
         return [Column("kernel clusters", {n: str(v.result.clusters) for n, v in view.layers.items() if not v.result.skipped})]
@@ -238,6 +233,17 @@ class KernelClusters(Analysis):
             for name, layer_view in view.layers.items()
             for group in layer_view.result.groups
         ]
+
+
+def views_with_control(entries: list, control: Any, make: Callable[..., Any], kit: ViewKit) -> dict[str, Any]:
+    """Per layer, make(entry, slug, kit, control view): the random-init control (`control`, same
+    layer name) is shown with its trained layer."""
+    views = {}
+    for entry in entries:
+        slug = kit.slug(entry.layer)
+        twin = make(control, f"{slug}-random-init", kit) if control is not None and control.layer == entry.layer else None
+        views[entry.layer] = make(entry, slug, kit, twin)
+    return views
 
 
 def spatial_kernels_reason(ctx: BuildContext) -> str | None:

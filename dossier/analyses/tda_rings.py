@@ -24,7 +24,7 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.analyses.kernel_clusters import ONE_BY_ONE_REASON, spatial_kernels_reason
+from dossier.analyses.kernel_clusters import ONE_BY_ONE_REASON, spatial_kernels_reason, views_with_control
 from dossier.report.kit import Column, SectionView, ViewKit
 from dossier.results import NOT_EXPORTED, ByLayer
 from dossier.settings import SectionSettings
@@ -281,14 +281,7 @@ class TdaRings(Analysis):
         )
 
     def view(self, result: TdaRingsResult, kit: ViewKit) -> SectionView:
-        layers = {}
-        for entry in result.layers:
-            slug = kit.slug(entry.layer)
-            control = None
-            if result.control is not None and result.control.layer == entry.layer:
-                control = _rings_view(result.control, f"{slug}-random-init", kit)
-            layers[entry.layer] = _rings_view(entry, slug, kit, control)
-        return SectionView(layers=layers)
+        return SectionView(layers=views_with_control(result.layers, result.control, _rings_view, kit))
 
     def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
         return [
