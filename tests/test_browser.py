@@ -83,9 +83,10 @@ def test_search_finds_a_border_aware_unit_and_jumps_to_it(sample_build: Path, br
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto((sample_build / "index.html").as_uri())
     page.fill("#search", f"border-aware {slug}")
+    target = page.locator(f'#search-results a[href="layer-{slug}.html#unit-{unit}"]')
+    target.wait_for(timeout=10_000)  # the units' index loads on the first keystroke
     results = page.locator("#search-results a")
     assert results.count() >= 1
-    target = page.locator(f'#search-results a[href="layer-{slug}.html#unit-{unit}"]')
     assert target.count() == 1, results.all_inner_texts()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "search.png"))

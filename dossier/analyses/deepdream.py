@@ -24,6 +24,7 @@ from dossier.analyses.base import HOOKS_UNSUPPORTED, NO_CONV_LAYERS, Analysis, B
 from dossier.capture import truncated_forward
 from dossier.featurevis import ImageParameterisation, Transforms, frozen
 from dossier.report.kit import SectionView, ViewKit
+from dossier.report.pictures import Sprite
 from dossier.results import NOT_EXPORTED, ByLayer
 from dossier.sampling import round_robin
 from dossier.settings import SectionSettings
@@ -187,12 +188,11 @@ class DeepDream(Analysis):
         )
 
     def view(self, result: DeepDreamResult, kit: ViewKit) -> SectionView:
-        originals = {i: kit.pictures.image(pixels, f"deepdream-original-{i}") for i, pixels in result.originals.items()}
         layers = {}
         for layer in result.layers:
-            slug = kit.slug(layer.layer)
+            group = f"deepdream-{kit.slug(layer.layer)}"
             pairs = [
-                DreamPair(d, originals[d.index], kit.pictures.image(d.dream, f"deepdream-{slug}-{d.index}"))
+                DreamPair(d, kit.pictures.sprite(result.originals[d.index], group), kit.pictures.sprite(d.dream, group))
                 for d in layer.dreams
             ]
             layers[layer.layer] = DreamsView(pairs, result)
@@ -202,8 +202,8 @@ class DeepDream(Analysis):
 @dataclass(frozen=True)
 class DreamPair:
     dream: Dream
-    original: str
-    picture: str
+    original: Sprite
+    picture: Sprite
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,12 @@ class _PenultimateCodes:
                 self.labels.append(int(batch.labels[row]))
                 self.predicted.append(predicted[row])
 
+    def merge(self, other: "_PenultimateCodes") -> None:
+        self.codes += other.codes
+        self.indices += other.indices
+        self.labels += other.labels
+        self.predicted += other.predicted
+
 
 def umap_2d(codes: np.ndarray, neighbors: int, min_dist: float, seed: int) -> np.ndarray:
     import umap  # imported on use: numba compiles it once per process

@@ -10,7 +10,7 @@ of the unit's top exemplars.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -23,11 +23,14 @@ from dossier.analyses.neuron_types import PAGE as NEURON_TYPES_PAGE
 from dossier.capture import Batch, recording
 from dossier.featurevis import Transforms, channel, histogram_peaks, optimise
 from dossier.layers import batchnorm_after
-from dossier.report.kit import Column, SectionView, UnitLabel, ViewKit
-from dossier.report.pictures import strip, type_share_chart
+from dossier.report.kit import Column, ExtraPage, SectionView, UnitLabel, ViewKit
+from dossier.report.pictures import Sprite, type_share_chart
 from dossier.results import NOT_EXPORTED, ByLayer
 from dossier.settings import SectionSettings
 from dossier.thumbnails import thumbnail, thumbnails
+
+
+PAGE_UNITS = 64  # unit cards per page: a 512-unit layer gets 8 light pages, not one heavy one
 
 
 class GalleriesSettings(SectionSettings):
@@ -97,24 +100,37 @@ class RunningExtremes:
             activation = activation.float().cpu()
             means = activation.mean(dim=(2, 3)).T  # units × batch
             peak, where = activation.flatten(2).max(dim=2)
-            self._merge(name, "top", means, indices, largest=True)
-            self._merge(name, "bottom", means, indices, largest=False)
-            self._merge(name, "peak", peak.T, indices, largest=True, extra=where.T)
+            ids = indices.expand(means.shape[0], -1)
+            self._merge(name, "top", means, ids, largest=True)
+            self._merge(name, "bottom", means, ids, largest=False)
+            self._merge(name, "peak", peak.T, ids, largest=True, extra=where.T)
 
-    def _merge(self, name: str, key: str, values: torch.Tensor, indices: torch.Tensor, largest: bool, extra: torch.Tensor | None = None) -> None:
+    def _merge(
+        self, name: str, key: str, values: torch.Tensor, ids: torch.Tensor, largest: bool, extra: torch.Tensor | None = None
+    ) -> None:
+        """Keep the k extremes of the stored ones followed by `values` (units × n, with their
+        data-set indices `ids` and, for peaks, positions `extra`)."""
         store = self.state.setdefault(name, {})
-        ids = indices.expand(values.shape[0], -1)
         if key in store:
             values = torch.cat([store[key], values], dim=1)
             ids = torch.cat([store[f"{key}_ids"], ids], dim=1)
             if extra is not None:
                 extra = torch.cat([store[f"{key}_where"], extra], dim=1)
+        # A stable sort keeps the earlier image on ties, so the top-k of the whole data set does
+        # not depend on how it was split into batches or shards.
         k = min(self.k, values.shape[1])
-        chosen = values.topk(k, dim=1, largest=largest).indices
+        chosen = torch.sort(values, dim=1, descending=largest, stable=True).indices[:, :k]
         store[key] = values.gather(1, chosen)
         store[f"{key}_ids"] = ids.gather(1, chosen)
         if extra is not None:
             store[f"{key}_where"] = extra.gather(1, chosen)
+
+    def merge(self, other: "RunningExtremes") -> None:
+        """Add the extremes of later images (another shard of the data pass)."""
+        for name, theirs in other.state.items():
+            for key, largest in (("top", True), ("bottom", False), ("peak", True)):
+                where = theirs.get(f"{key}_where")
+                self._merge(name, key, theirs[key], theirs[f"{key}_ids"], largest, where)
 
 
 def receptive_patch(pixels: np.ndarray, position: int, feature_shape: tuple[int, int], field_size: int) -> np.ndarray:
@@ -274,13 +290,28 @@ class Galleries(Analysis):
 
     def view(self, result: GalleriesResult, kit: ViewKit) -> SectionView:
         count = self.settings(kit.config).pdf_units
-        layers = {}
+        layers, pages = {}, []
         for layer in result.layers:
+            slug = kit.slug(layer.layer)
             chosen = pdf_units(kit.rankings.get("neuron_types", {}).get(layer.layer, []),
                                kit.rankings.get("relevance", {}).get(layer.layer, []), count)
-            cards = [_card_view(card, kit.slug(layer.layer), result, kit, card.unit in chosen) for card in layer.units]
-            layers[layer.layer] = GalleryView(cards, result, _pdf_rule(count), _colour_blind_share(layer))
-        return SectionView(layers=layers, overview=_colour_overview(result, kit))
+            chunks = [layer.units[start : start + PAGE_UNITS] for start in range(0, len(layer.units), PAGE_UNITS)]
+            gallery_pages = [
+                GalleryPage(
+                    kit.layer_file(layer.layer) if k == 0 else f"layer-{slug}-units-{k + 1}.html",
+                    chunk[0].unit, chunk[-1].unit,
+                    [_card_view(card, result, kit, f"gallery-{slug}-{k + 1}") for card in chunk],
+                )
+                for k, chunk in enumerate(chunks)
+            ]
+            printed = [_card_view(card, result, kit, f"gallery-{slug}-print") for card in layer.units if card.unit in chosen]
+            view = GalleryView(gallery_pages, 0, printed, result, _pdf_rule(count), _colour_blind_share(layer))
+            layers[layer.layer] = view
+            pages += [
+                ExtraPage(page.filename, f"{layer.layer} · units {page.first}–{page.last}", layer.layer, replace(view, current=k))
+                for k, page in enumerate(gallery_pages) if k > 0
+            ]
+        return SectionView(layers=layers, overview=_colour_overview(result, kit), pages=pages)
 
     def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
         shares = {name: f"{100 * v.colour_blind:.1f}%" for name, v in view.layers.items() if v.colour_blind is not None}
@@ -290,20 +321,32 @@ class Galleries(Analysis):
 @dataclass(frozen=True)
 class CardView:
     card: UnitCard
-    max_image: str
-    min_image: str
-    top: str | None  # strip of the top exemplars
-    bottom: str | None
-    patches: str | None
-    in_pdf: bool
+    max_image: Sprite
+    min_image: Sprite
+    top: list[Sprite]  # the top exemplars
+    bottom: list[Sprite]
+    patches: list[Sprite]
+
+
+@dataclass(frozen=True)
+class GalleryPage:
+    filename: str
+    first: int  # units shown, first to last
+    last: int
+    cards: list[CardView]
 
 
 @dataclass(frozen=True)
 class GalleryView:
-    cards: list[CardView]
+    pages: list[GalleryPage]  # the first is on the layer page, the others are pages of their own
+    current: int  # the page this view shows
+    printed: list[CardView]  # the units the PDF shows
     run: GalleriesResult  # steps, parameterisation of the whole run
     pdf_rule: str
     colour_blind: float | None  # share of the layer's units
+
+    def unit_page(self, unit: int) -> str:
+        return next(page.filename for page in self.pages if page.first <= unit <= page.last)
 
 
 @dataclass(frozen=True)
@@ -327,21 +370,16 @@ def _pdf_rule(count: int) -> str:
     return f"the {(count + 1) // 2} most class-selective units, then the most relevant (relevance ranking), {count} in all"
 
 
-def _card_view(card: UnitCard, slug: str | None, result: GalleriesResult, kit: ViewKit, in_pdf: bool) -> CardView:
-    stem = f"gallery-{slug}-{card.unit}"
-
-    def exemplars(indices: list[int], name: str) -> str | None:
-        images = [result.pictures[i] for i in indices if i in result.pictures]
-        return kit.pictures.image(strip(images), name) if images else None
-
+def _card_view(card: UnitCard, result: GalleriesResult, kit: ViewKit, group: str) -> CardView:
+    """A unit's pictures, packed into the sheet of the page that shows them."""
+    sprite = kit.pictures.sprite
     return CardView(
         card=card,
-        max_image=kit.pictures.image(card.max_image, f"{stem}-max"),
-        min_image=kit.pictures.image(card.min_image, f"{stem}-min"),
-        top=exemplars(card.top, f"{stem}-top"),
-        bottom=exemplars(card.bottom, f"{stem}-bottom"),
-        patches=kit.pictures.image(strip(card.patches), f"{stem}-patches") if len(card.patches) else None,
-        in_pdf=in_pdf,
+        max_image=sprite(card.max_image, group),
+        min_image=sprite(card.min_image, group),
+        top=[sprite(result.pictures[i], group, key=i) for i in card.top if i in result.pictures],
+        bottom=[sprite(result.pictures[i], group, key=i) for i in card.bottom if i in result.pictures],
+        patches=[sprite(patch, group) for patch in card.patches],
     )
 
 

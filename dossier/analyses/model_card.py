@@ -74,6 +74,11 @@ class _Accuracy:
                 p, c = probabilities[row].topk(k)
                 self.sample_top[index] = (c.tolist(), [round(v, 6) for v in p.tolist()])
 
+    def merge(self, other: "_Accuracy") -> None:
+        self.confusion += other.confusion
+        self.top5_hits += other.top5_hits
+        self.sample_top.update(other.sample_top)
+
 
 @register
 class ModelCard(Analysis):
@@ -146,7 +151,7 @@ class ModelCardView:
 def _sample_views(card: ModelCardResult, kit: ViewKit) -> list[SampleView]:
     return [
         SampleView(
-            picture=Picture(kit.pictures.image(sample.thumbnail, f"sample-{number}"), sample.name),
+            picture=Picture(kit.pictures.sprite(sample.thumbnail, "samples"), sample.name),
             true_class=kit.class_name(sample.label),
             predictions=[
                 (kit.class_name(c), p, c == sample.label) for c, p in zip(sample.top_classes, sample.top_probabilities)

@@ -162,6 +162,19 @@ class _UnitStatistics:
                 self._add(self.side_sums, name, sides)
                 self._add(self.interior_sum, name, a[:, :, 1:-1, 1:-1].mean(dim=(2, 3)).sum(dim=0))
 
+    def merge(self, other: "_UnitStatistics") -> None:
+        """Add the statistics of later images (another shard of the data pass)."""
+        self.class_counts += other.class_counts
+        self.count += other.count
+        for name, peak in other.maximum.items():
+            self.maximum[name] = torch.maximum(self.maximum[name], peak) if name in self.maximum else peak
+        for mine, theirs in (
+            (self.class_sums, other.class_sums), (self.square_sum, other.square_sum),
+            (self.side_sums, other.side_sums), (self.interior_sum, other.interior_sum),
+        ):
+            for name, value in theirs.items():
+                self._add(mine, name, value)
+
     @staticmethod
     def _add(store: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
         store[name] = store[name] + value if name in store else value

@@ -115,6 +115,13 @@ class FeatureCollector:
         self.indices.append(batch.indices.cpu().numpy())
         self.labels.append(batch.labels.cpu().numpy())
 
+    def merge(self, other: "FeatureCollector") -> None:
+        for name, parts in other.features.items():
+            self.features[name] += parts
+        self.representation.update(other.representation)
+        self.indices += other.indices
+        self.labels += other.labels
+
 
 @register
 class Purity(Analysis):
@@ -249,7 +256,7 @@ def cluster_views(clusters: list[ClusterSummary], stem: str, kit: ViewKit) -> li
             if n
         ]
         images = [
-            Picture(src=kit.pictures.image(pixels, f"{stem}-c{number}-{i}"), caption=kit.class_name(label))
+            Picture(kit.pictures.sprite(pixels, stem), caption=kit.class_name(label))
             for i, (pixels, label) in enumerate(zip(cluster.thumbnails, cluster.representative_classes))
         ]
         majority = cluster.composition[cluster.majority_class]

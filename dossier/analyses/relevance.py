@@ -30,7 +30,7 @@ from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, reg
 from dossier.capture import Batch, ForwardHook, hooks, recording
 from dossier.layers import batchnorm_after
 from dossier.report.kit import CrossPage, SectionView, ViewKit
-from dossier.report.pictures import grey_map, overlay, signed_heatmap
+from dossier.report.pictures import Sprite, grey_map, overlay, signed_heatmap
 from dossier.results import NOT_EXPORTED
 from dossier.settings import SectionSettings
 from dossier.thumbnails import thumbnails
@@ -229,6 +229,12 @@ class _Predictions:
         self.predicted.append(predicted.cpu().numpy())
         self.confidence.append(confidence.cpu().numpy())
 
+    def merge(self, other: "_Predictions") -> None:
+        self.indices += other.indices
+        self.labels += other.labels
+        self.predicted += other.predicted
+        self.confidence += other.confidence
+
 
 def select_images(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, per_class: int, mistakes: int) -> np.ndarray:
     """Rows: the most confident correct images of each class, then the most confident mistakes."""
@@ -391,10 +397,10 @@ def _ranking(layer: str, images: list[ExplainedImage], top: int) -> LayerRanking
 class ExplainedView:
     result: ExplainedImage
     anchor: str
-    picture: str
-    heatmap: str  # LRP relevance over the image
-    gradcam: str | None
-    true_heatmap: str | None  # for a mistake: relevance for the true class
+    picture: Sprite
+    heatmap: Sprite  # LRP relevance over the image
+    gradcam: Sprite | None
+    true_heatmap: Sprite | None  # for a mistake: relevance for the true class
 
 
 @dataclass(frozen=True)
@@ -405,9 +411,10 @@ class RelevanceOverview:
 
 @dataclass(frozen=True)
 class LayerImageRow:
-    image: ExplainedView
-    heatmap: str  # this layer's relevance, summed over channels
-    activations: list[tuple[int, str]]  # (channel, picture) of the strongest channels
+    image: ExplainedImage
+    picture: Sprite
+    heatmap: Sprite  # this layer's relevance, summed over channels
+    activations: list[tuple[int, Sprite]]  # (channel, picture) of the strongest channels
 
 
 @dataclass(frozen=True)
@@ -419,34 +426,32 @@ class LayerRelevanceView:
 
 
 def _explained_view(n: int, image: ExplainedImage, kit: ViewKit) -> ExplainedView:
-    stem = f"relevance-{n}"
-    picture = kit.pictures.image
+    def picture(pixels: np.ndarray) -> Sprite:
+        return kit.pictures.sprite(pixels, "relevance")
+
     return ExplainedView(
         result=image,
         anchor=f"image-{n}",
-        picture=picture(image.thumbnail, f"{stem}-image"),
-        heatmap=picture(overlay(image.thumbnail, image.heatmap), f"{stem}-lrp"),
-        gradcam=picture(overlay(image.thumbnail, image.gradcam, signed=False), f"{stem}-gradcam")
-        if image.gradcam is not None else None,
-        true_heatmap=picture(overlay(image.thumbnail, image.true_heatmap), f"{stem}-lrp-true")
-        if image.true_heatmap is not None else None,
+        picture=picture(image.thumbnail),
+        heatmap=picture(overlay(image.thumbnail, image.heatmap)),
+        gradcam=picture(overlay(image.thumbnail, image.gradcam, signed=False)) if image.gradcam is not None else None,
+        true_heatmap=picture(overlay(image.thumbnail, image.true_heatmap)) if image.true_heatmap is not None else None,
     )
 
 
 def _layer_view(ranking: LayerRanking, result: RelevanceResult, explained: list[ExplainedView], kit: ViewKit) -> LayerRelevanceView:
-    layer, slug = ranking.layer, kit.slug(ranking.layer)
+    layer, group = ranking.layer, f"relevance-{kit.slug(ranking.layer)}"
     rows = []
-    for n, view in enumerate(explained):
+    for view in explained:
         image = view.result
         size = image.thumbnail.shape[:2]
-        heatmap = kit.pictures.image(signed_heatmap(image.layer_heatmaps[layer], size), f"relevance-{slug}-{n}")
+        heatmap = kit.pictures.sprite(signed_heatmap(image.layer_heatmaps[layer], size), group)
         maps = image.activation_maps[layer]
         activations = [
-            (channel, kit.pictures.image(grey_map(values, size), f"activation-{slug}-{n}-{channel}"))
-            for channel, values in zip(maps.channels, maps.maps)
+            (channel, kit.pictures.sprite(grey_map(values, size), group)) for channel, values in zip(maps.channels, maps.maps)
         ]
-        rows.append(LayerImageRow(view, heatmap, activations))
-    curve = kit.pictures.chart(cumulative_curve(ranking.cumulative, layer), f"relevance-{slug}-curve")
+        rows.append(LayerImageRow(image, kit.pictures.sprite(image.thumbnail, group), heatmap, activations))
+    curve = kit.pictures.chart(cumulative_curve(ranking.cumulative, layer), f"relevance-{kit.slug(layer)}-curve")
     return LayerRelevanceView(ranking, curve, rows, len(result.images))
 
 

@@ -6,7 +6,11 @@ import json
 from typing import Any
 
 
+def js_value(data: Any) -> str:
+    """JSON that is safe inside a script: "</" would end the script early if a user-supplied
+    name contained "</script>"."""
+    return json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+
+
 def js_global(name: str, data: Any) -> str:
-    # "</" inside a script would end it early if a user-supplied name contained "</script>".
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
-    return f"window.{name} = {payload};\n"
+    return f"window.{name} = {js_value(data)};\n"

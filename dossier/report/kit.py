@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dossier.layers import LayerInfo
-from dossier.report.pictures import PictureWriter
+from dossier.report.pictures import PictureWriter, Sprite
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class CrossPage:
 
 @dataclass(frozen=True)
 class Picture:
-    src: str
+    sprite: Sprite
     caption: str
 
 
@@ -67,6 +67,17 @@ class SearchEntry:
         return {"t": self.title, "k": self.kind, "u": self.url, "s": self.terms}
 
 
+@dataclass(frozen=True)
+class ExtraPage:
+    """A page of its own for part of a section's layer view, e.g. a gallery's units 64–127, so
+    that no page of a layer with hundreds of units grows heavy."""
+
+    filename: str
+    title: str
+    layer: str
+    view: Any  # shown by the section's `layer` macro, like a layer view
+
+
 @dataclass
 class SectionView:
     """A section's views: one per layer page it appears on, and its block on its cross-layer page."""
@@ -74,6 +85,7 @@ class SectionView:
     layers: dict[str, Any] = field(default_factory=dict)
     overview: Any = None
     scripts: list[str] = field(default_factory=list)  # scripts its cross-layer page loads
+    pages: list[ExtraPage] = field(default_factory=list)
 
 
 def layer_filename(slug: str) -> str:

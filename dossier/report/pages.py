@@ -16,7 +16,18 @@ from dossier.analyses import ordered
 from dossier.analyses.base import Analysis
 from dossier.layers import LayerInfo
 from dossier.provenance import Provenance
-from dossier.report.kit import Column, CrossPage, SearchEntry, SectionView, UnitLabel, ViewKit, layer_filename
+from dossier.report.kit import (
+    Column,
+    CrossPage,
+    ExtraPage,
+    SearchEntry,
+    SectionView,
+    UnitLabel,
+    ViewKit,
+    layer_filename,
+)
+
+GROUP_LIMIT = 12  # layers a navigation group may hold before it splits by the next name part
 
 
 @dataclass
@@ -105,8 +116,28 @@ class Report:
         return f"unit-{unit}" if self.unit_owner.get(layer) == section else f"{section}-unit-{unit}"
 
     def unit_href(self, layer: str, unit: int) -> str | None:
-        """Where a unit of a layer is shown, relative to its layer page; None when nowhere."""
-        return f"#unit-{unit}" if layer in self.unit_owner else None
+        """Where a unit of a layer is shown (page and anchor); None when nowhere."""
+        owner = self.unit_owner.get(layer)
+        if owner is None:
+            return None
+        view = self.section(owner).layer(layer)
+        page = view.unit_page(unit) if hasattr(view, "unit_page") else self.layer_page(layer).filename
+        return f"{page}#unit-{unit}"
+
+    def layer_page(self, name: str) -> LayerPage:
+        return next(page for page in self.layers if page.info.name == name)
+
+    @property
+    def extra_pages(self) -> list[tuple[ExtraPage, SectionEntry]]:
+        return [(page, s) for s in self.sections if s.view for page in s.view.pages]
+
+    @property
+    def layer_groups(self) -> list[tuple[str | None, list[LayerPage]]]:
+        """Layers grouped by their parent module, in network order; None for a layer on its own.
+        A model with few layers is listed flat."""
+        if len(self.layers) <= GROUP_LIMIT:
+            return [(None, [page]) for page in self.layers]
+        return layer_groups(self.layers)
 
 
 def build_report(
@@ -136,6 +167,7 @@ def build_report(
         if entry.view is not None:
             columns += analysis.columns(entry.view, kit)
             search += analysis.search_entries(entry.view, kit)
+    kit.pictures.finish()
     pages = [LayerPage(info, depth, layer_filename(info.slug)) for depth, info in enumerate(layers, start=1)]
     for before, after in zip(pages, pages[1:]):
         before.next, after.previous = after, before
@@ -152,6 +184,28 @@ def build_report(
         finding=" ".join(s.finding for s in sections if s.finding) or None,
         unit_owner=_unit_owners(analyses, sections),
     )
+
+
+def layer_groups(pages: list[LayerPage], depth: int = 1) -> list[tuple[str | None, list[LayerPage]]]:
+    """Consecutive layers sharing the first `depth` parts of their names form a group (inception4a,
+    layer2.1); a group larger than GROUP_LIMIT splits by the next part; a lone layer stands alone."""
+    groups: list[tuple[str | None, list[LayerPage]]] = []
+    for page in pages:
+        parts = page.info.name.split(".")
+        key = ".".join(parts[:depth]) if len(parts) > depth else None
+        if groups and key is not None and groups[-1][0] == key:
+            groups[-1][1].append(page)
+        else:
+            groups.append((key, [page]))
+    result: list[tuple[str | None, list[LayerPage]]] = []
+    for key, members in groups:
+        if key is None or len(members) == 1:
+            result += [(None, [member]) for member in members]
+        elif len(members) > GROUP_LIMIT:
+            result += layer_groups(members, depth + 1)
+        else:
+            result.append((key, members))
+    return result
 
 
 def _entry(

@@ -1,7 +1,15 @@
-"""Pictures written for the report: thumbnails as PNG files and matplotlib charts."""
+"""Pictures written for the report: small pictures packed into sprite sheets, and charts.
+
+A dossier of a real-size model shows tens of thousands of small pictures (a GoogLeNet has 7,280
+units, each with optimised images, exemplars and patches). One file each would be tens of
+thousands of files and hundreds of megabytes; instead the pictures of one group (a layer's
+gallery page, its relevance maps) are packed into one WebP sheet and shown as clipped
+backgrounds, which browsers and WeasyPrint both draw, each sheet fetched or embedded once.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -13,27 +21,102 @@ from PIL import Image  # noqa: E402
 
 CLASS_COLOURS = plt.get_cmap("tab20").colors
 CHART_DPI = 200  # sharp in print, small enough for the site
+SHEET_WIDTH = 1024  # pixels; sprites are laid out in rows
+SHEET_MAX_HEIGHT = 4096  # a fuller group continues in a second sheet
+SPRITE_GAP = 2  # keeps lossy compression from bleeding one picture into the next
+SHEET_QUALITY = 85  # lossy WebP: thumbnails of photos and optimised images
+
+
+@dataclass
+class Sheet:
+    """One sprite sheet being filled row by row; written by PictureWriter.finish()."""
+
+    relative: str
+    width: int = 0
+    height: int = 0
+    pictures: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
+    _row_x: int = 0
+    _row_y: int = 0
+    _row_height: int = 0
+
+    def place(self, pixels: np.ndarray) -> tuple[int, int] | None:
+        """Where the picture goes, or None when the sheet is full."""
+        height, width = pixels.shape[:2]
+        if self._row_x and self._row_x + width > SHEET_WIDTH:
+            self._row_x, self._row_y, self._row_height = 0, self._row_y + self._row_height + SPRITE_GAP, 0
+        if self._row_y + height > SHEET_MAX_HEIGHT and self.pictures:
+            return None
+        x, y = self._row_x, self._row_y
+        self.pictures.append((x, y, pixels))
+        self._row_x += width + SPRITE_GAP
+        self._row_height = max(self._row_height, height)
+        self.width, self.height = max(self.width, x + width), max(self.height, y + height)
+        return x, y
+
+
+@dataclass(frozen=True)
+class Sprite:
+    """A picture inside a sheet: where, and how large (pixels)."""
+
+    sheet: Sheet
+    x: int
+    y: int
+    width: int
+    height: int
 
 
 class PictureWriter:
-    """Writes PNGs under assets/ with stable names; returns paths relative to the site root."""
+    """Writes pictures under assets/img/ with stable names; returns paths relative to the site root."""
 
     def __init__(self, site_root: Path) -> None:
         self.site_root = site_root
         (site_root / "assets" / "img").mkdir(parents=True, exist_ok=True)
+        self._sheets: dict[str, list[Sheet]] = {}
+        self._packed: dict[tuple[str, object], Sprite] = {}
 
     def image(self, pixels: np.ndarray, name: str) -> str:
+        """A picture as a file of its own (for the site's scripts, which load them one by one)."""
         relative = f"assets/img/{name}.png"
-        Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(
-            self.site_root / relative, optimize=True
-        )
+        _as_image(pixels).save(self.site_root / relative, optimize=True)
         return relative
+
+    def sprite(self, pixels: np.ndarray, group: str, key: object = None) -> Sprite:
+        """A picture packed into the sheet of its group (one page's pictures: a group per page).
+        A picture shown several times on a page (a data-set image that excites several units)
+        is packed once when it is given the same key."""
+        if key is not None and (group, key) in self._packed:
+            return self._packed[(group, key)]
+        sheets = self._sheets.setdefault(group, [])
+        place = sheets[-1].place(pixels) if sheets else None
+        if place is None:
+            sheets.append(Sheet(f"assets/img/{group}{'-' + str(len(sheets) + 1) if sheets else ''}.webp"))
+            place = sheets[-1].place(pixels)
+        sprite = Sprite(sheets[-1], *place, pixels.shape[1], pixels.shape[0])
+        if key is not None:
+            self._packed[(group, key)] = sprite
+        return sprite
 
     def chart(self, figure: plt.Figure, name: str) -> str:
         relative = f"assets/img/{name}.png"
         figure.savefig(self.site_root / relative, dpi=CHART_DPI, bbox_inches="tight")
         plt.close(figure)
         return relative
+
+    def finish(self) -> None:
+        """Write every sprite sheet."""
+        for sheets in self._sheets.values():
+            for sheet in sheets:
+                canvas = np.full((sheet.height, sheet.width, 3), 255, dtype=np.uint8)
+                for x, y, pixels in sheet.pictures:
+                    height, width = pixels.shape[:2]
+                    canvas[y : y + height, x : x + width] = pixels if pixels.shape[2] == 3 else pixels.repeat(3, axis=2)
+                Image.fromarray(canvas).save(self.site_root / sheet.relative, quality=SHEET_QUALITY, method=4)
+        self._sheets.clear()
+        self._packed.clear()
+
+
+def _as_image(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
 
 
 def class_colour(index: int) -> str:
@@ -115,15 +198,3 @@ def lines_by_depth(
     axes.legend(fontsize=7, loc="best")
     figure.tight_layout()
     return figure
-
-
-def strip(pictures: np.ndarray, gap: int = 2) -> np.ndarray:
-    """Pictures side by side on white, one file instead of many."""
-    height = max(p.shape[0] for p in pictures)
-    channels = pictures[0].shape[2]
-    parts = []
-    for picture in pictures:
-        padded = np.full((height, picture.shape[1] + gap, channels), 255, dtype=np.uint8)
-        padded[: picture.shape[0], : picture.shape[1]] = picture
-        parts.append(padded)
-    return np.concatenate(parts, axis=1)[:, :-gap]

@@ -11,7 +11,7 @@ from typing import Any
 import jinja2
 
 from dossier.report.pages import Report
-from dossier.report.search import search_script
+from dossier.report.search import write_search
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def write_site(report: Report, root: Path) -> list[Path]:
     static = resources.files("dossier.templates")
     for name in _STATIC_FILES:
         (assets / name).write_bytes(static.joinpath(name).read_bytes())
-    (assets / "search-index.js").write_text(search_script(report), encoding="utf-8")
+    write_search(report, root)
     # GitHub Pages would otherwise run Jekyll, which hides files and folders starting with _.
     (root / ".nojekyll").write_text("", encoding="utf-8")
     pages: list[tuple[str, str, dict[str, Any]]] = [
@@ -48,6 +48,13 @@ def write_site(report: Report, root: Path) -> list[Path]:
     for layer in report.layers:
         context = {"page_title": layer.info.name, "breadcrumb": ["Layers", layer.info.name], "current_layer": layer}
         pages.append((layer.filename, "layer.html", context))
+    for extra, section in report.extra_pages:
+        layer = report.layer_page(extra.layer)
+        context = {
+            "page_title": extra.title, "breadcrumb": ["Layers", layer.info.name, extra.title],
+            "current_layer": layer, "extra": extra, "section": section,
+        }
+        pages.append((extra.filename, "extra.html", context))
     written = []
     for filename, template, context in pages:
         html = env.get_template(template).render(report=report, **context)
