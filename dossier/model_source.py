@@ -1,4 +1,5 @@
-"""Model sources: torchvision, TorchScript, a factory function or the builtin sample, plus weights."""
+"""Model sources: torchvision, torch.export, TorchScript, a factory function or the builtin sample,
+plus weights."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torchvision
 from torch import nn
 
 from dossier.errors import DossierError, ModelError
+from dossier.exported import load_exported
 from dossier.sample import DigitsCNN, file_sha256, trained_digits_cnn
 
 if TYPE_CHECKING:
@@ -54,6 +56,11 @@ def load_model(config: Config, cache_dir: Path) -> LoadedModel:
     if spec.builtin == "digits-cnn" and spec.weights is None:
         module, path = trained_digits_cnn(config.seed, cache_dir)
         source = f"trained by dossier on the digits training split (seed {config.seed})"
+        return LoadedModel(module, source, file_sha256(path), trained=True, scripted=False)
+    if spec.export is not None:
+        path = config.resolve(spec.export)
+        module = load_exported(path, spec.input_size)
+        source = f"{spec.export} (the exported program's own weights)"
         return LoadedModel(module, source, file_sha256(path), trained=True, scripted=False)
     torch.manual_seed(config.seed)  # a randomly initialised model is reproducible too
     module = _build(config)
