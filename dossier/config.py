@@ -18,7 +18,7 @@ from dossier.analyses import ordered
 from dossier.errors import ConfigError
 from dossier.settings import StrictModel
 
-MODEL_SOURCES = ("torchvision", "torchscript", "factory", "builtin")
+MODEL_SOURCES = ("torchvision", "export", "torchscript", "factory", "builtin")
 DATA_SOURCES = ("imagefolder", "builtin")
 
 
@@ -32,8 +32,12 @@ class ModelConfig(StrictModel):
     """Where the network comes from and how its input is prepared."""
 
     torchvision: str | None = Field(
-        None, description="exactly one of: torchvision | torchscript | factory | builtin",
+        None, description="exactly one of: torchvision | export | torchscript | factory | builtin",
         json_schema_extra=_example("resnet18"),
+    )
+    export: str | None = Field(
+        None, description="a torch.export.save file (.pt2), weights included",
+        json_schema_extra=_example("model.pt2", True),
     )
     torchscript: str | None = Field(
         None, description="a torch.jit.save file", json_schema_extra=_example("model.ts", True)
@@ -69,6 +73,8 @@ class ModelConfig(StrictModel):
         if len(given) != 1:
             found = ", ".join(given) if given else "none"
             raise ValueError(f"give exactly one of {', '.join(MODEL_SOURCES)} (found: {found})")
+        if self.export is not None and self.weights is not None:
+            raise ValueError("weights cannot be used with export: an exported program carries its own weights")
         channels, height, width = self.input_size
         if min(self.input_size) < 1:
             raise ValueError(f"input_size must be positive, got {list(self.input_size)}")

@@ -1,11 +1,14 @@
-"""Model sources: torchvision, TorchScript, a factory function or the builtin sample, plus weights."""
+"""Model sources: torchvision, torch.export, TorchScript, a factory function or the builtin sample,
+plus weights."""
 
 from __future__ import annotations
 
 import difflib
 import importlib
 import importlib.util
+import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,10 +19,13 @@ import torchvision
 from torch import nn
 
 from dossier.errors import DossierError, ModelError
+from dossier.exported import load_exported
 from dossier.sample import DigitsCNN, file_sha256, trained_digits_cnn
 
 if TYPE_CHECKING:
     from dossier.config import Config
+
+log = logging.getLogger(__name__)
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
@@ -54,6 +60,11 @@ def load_model(config: Config, cache_dir: Path) -> LoadedModel:
     if spec.builtin == "digits-cnn" and spec.weights is None:
         module, path = trained_digits_cnn(config.seed, cache_dir)
         source = f"trained by dossier on the digits training split (seed {config.seed})"
+        return LoadedModel(module, source, file_sha256(path), trained=True, scripted=False)
+    if spec.export is not None:
+        path = config.resolve(spec.export)
+        module = load_exported(path, spec.input_size)
+        source = f"{spec.export} (the exported program's own weights)"
         return LoadedModel(module, source, file_sha256(path), trained=True, scripted=False)
     torch.manual_seed(config.seed)  # a randomly initialised model is reproducible too
     module = _build(config)
@@ -105,8 +116,15 @@ def _torchvision_constructor(name: str):
 def _load_torchscript(path: Path) -> nn.Module:
     if not path.is_file():
         raise ModelError(f"model.torchscript: file '{path}' not found")
+    # One line of ours instead of torch's FutureWarning, which says nothing about what dossier loses.
+    log.warning(
+        "model.torchscript: TorchScript is deprecated in PyTorch and only the model's output can be recorded; "
+        "save the model with torch.export and use model.export for the full analysis"
+    )
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`torch.jit.load` is deprecated", category=FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model.torchscript: '{path}' is not a TorchScript file ({first})") from None

@@ -32,7 +32,7 @@ BAD_INPUTS = {
     "unknown key": (lambda p: TINY_CONFIG + "colour: blue\n", "unknown key 'colour'"),
     "two model sources": (
         lambda p: TINY_CONFIG.replace("model:\n", "model:\n  builtin: digits-cnn\n"),
-        "give exactly one of torchvision, torchscript, factory, builtin (found: factory, builtin)",
+        "give exactly one of torchvision, export, torchscript, factory, builtin (found: factory, builtin)",
     ),
     "missing weights": (lambda p: TINY_CONFIG.replace("tiny.pt", "gone.pt"), "gone.pt' not found"),
     "not a checkpoint": (_setup_junk_weights, "is not a PyTorch checkpoint"),

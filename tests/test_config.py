@@ -35,7 +35,7 @@ def test_missing_key_is_named(tmp_path: Path) -> None:
 
 def test_two_model_sources_are_rejected(tmp_path: Path) -> None:
     path = write_config(tmp_path, TINY_CONFIG.replace("model:\n", "model:\n  torchvision: resnet18\n"))
-    with pytest.raises(ConfigError, match="exactly one of torchvision, torchscript, factory, builtin"):
+    with pytest.raises(ConfigError, match="exactly one of torchvision, export, torchscript, factory, builtin"):
         load_config(path)
 
 

@@ -1,7 +1,8 @@
 """Every registered analysis, checked the same way (in the style of scikit-learn's estimator
 checks): on a tiny model its result round-trips through the cache and shows in the site, the PDF
 and dossier.json; on models it cannot apply to (TorchScript, one input channel, only 1×1
-convolutions) it states why, in the site and the PDF, instead of failing or disappearing."""
+convolutions) it states why, in the site and the PDF, instead of failing or disappearing; on the
+tiny model saved with torch.export it gives the eager model's result."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dossier import results as results_io
 from dossier.analyses import REGISTRY
 from dossier.build import build, cache_dir_for
 from dossier.config import load_config
+from dossier.sample import file_sha256
 from tests.conftest import TINY_CONFIG, make_image_folder, tiny_model, write_config
 
 FAST = """\
@@ -32,7 +34,15 @@ ODD_MODELS = ("torchscript", "grayscale", "pointwise")
 
 def _config(project: Path, case: str) -> Path:
     text = TINY_CONFIG + FAST
-    if case == "torchscript":
+    if case == "export":
+        model = tiny_model().eval()
+        model.load_state_dict(torch.load(project / "tiny.pt", weights_only=True))
+        batch = torch.export.Dim("batch")
+        program = torch.export.export(model, (torch.randn(2, 3, 12, 12),), dynamic_shapes=({0: batch},))
+        torch.export.save(program, project / "tiny.pt2")
+        text = text.replace("factory: models.py:build", "export: tiny.pt2").replace("  kwargs: {num_classes: 3}\n", "")
+        text = text.replace("  weights: tiny.pt\n", "")
+    elif case == "torchscript":
         torch.jit.save(torch.jit.script(tiny_model().eval()), project / "tiny.ts")
         text = text.replace("factory: models.py:build", "torchscript: tiny.ts").replace("  kwargs: {num_classes: 3}\n", "")
     elif case == "grayscale":
@@ -55,7 +65,7 @@ def dossiers(tmp_path_factory) -> dict[str, Path]:
     torch.save(tiny_model().state_dict(), project / "tiny.pt")
     make_image_folder(project / "data", ["cat", "dog", "eel"], per_class=6)
     built = {}
-    for case in ("tiny", *ODD_MODELS):
+    for case in ("tiny", "export", *ODD_MODELS):
         out = project / case / "dossier"  # a cache of its own beside each
         build(load_config(_config(project, case)), out, device="cpu")
         built[case] = out
@@ -140,3 +150,28 @@ def test_the_odd_models_lose_the_expected_sections(dossiers: dict[str, Path]) ->
     assert "galleries" not in missing["grayscale"]  # applies; only its colour-blind part does not
     grayscale = (dossiers["grayscale"] / "neuron-types.html").read_text()
     assert "there is no colour to be blind to" in grayscale
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_an_exported_model_gets_the_eager_models_dossier(dossiers: dict[str, Path]) -> None:
+    """The same weights through torch.export: inner layers hooked, every analysis run, same numbers."""
+    eager, exported = _export(dossiers["tiny"]), _export(dossiers["export"])
+    assert exported["failures"] == {} and exported["not_applicable"] == {}
+    assert exported["layers"] == eager["layers"]
+    assert all(layer["recordable"] for layer in exported["layers"])
+    analyses = exported["analyses"]
+    units = [unit for layer in analyses["neuron_types"]["layers"] for unit in layer["rows"]]
+    assert units and all(unit["dead"] is not None for unit in units)  # None: no activations recorded
+    assert [layer["layer"] for layer in analyses["galleries"]["layers"]] == ["conv1", "conv2"]
+    assert analyses["relevance"]["residuals"].startswith("1 tensor addition(s) split")
+    assert all(abs(image["conservation"] - 1) < 0.01 for image in analyses["relevance"]["images"])
+    assert _without_timings(analyses) == _without_timings(eager["analyses"])
+    provenance = exported["provenance"]
+    assert provenance["trained"] and provenance["weights_sha256"] == file_sha256(dossiers["export"].parent.parent / "tiny.pt2")

@@ -1,3 +1,5 @@
+import logging
+import warnings
 from pathlib import Path
 
 import pytest
@@ -46,13 +48,20 @@ def test_checkpoint_dict_with_dataparallel_prefix(tmp_path: Path) -> None:
     _assert_same_weights(loaded.module, reference.state_dict())
 
 
-def test_torchscript_model(tmp_path: Path) -> None:
+def test_torchscript_model(tmp_path: Path, caplog) -> None:
     model = tiny_model().eval()
     torch.jit.save(torch.jit.script(model), tmp_path / "tiny.ts")
     text = TINY_CONFIG.replace("factory: models.py:build", "torchscript: tiny.ts").replace(
         "  kwargs: {num_classes: 3}\n  weights: tiny.pt\n", ""
     )
-    loaded = _load(tmp_path, text)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        loaded = _load(tmp_path, text)
+    assert not [w for w in caught if "torch.jit" in str(w.message)]  # torch's warning, replaced by one line of ours
+    assert [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()] == [
+        "model.torchscript: TorchScript is deprecated in PyTorch and only the model's output can be recorded; "
+        "save the model with torch.export and use model.export for the full analysis"
+    ]
     assert loaded.scripted and not loaded.trained
     x = torch.randn(2, 3, 12, 12)
     assert torch.allclose(loaded.module(x), model(x), atol=1e-6)

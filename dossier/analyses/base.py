@@ -61,7 +61,7 @@ class BuildContext:
 
 HOOKS_UNSUPPORTED = (
     "it records inner layers, and PyTorch cannot hook modules inside a TorchScript model "
-    "(build the model through model.factory or model.torchvision for the full analysis)"
+    "(save it with torch.export and use model.export for the full analysis)"
 )
 NO_CONV_LAYERS = "the recorded layers include no Conv2d layer"
 

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 RULES = "z⁺ (biases left out) in hidden conv and dense layers, z^B at the input, BatchNorm merged"
 _MAP_PIXELS = 64  # stored heatmaps and activation maps are at most this large
-_ADDITIONS = (operator.add, operator.iadd, torch.add)
+# Tensor additions as torch.fx sees them in eager code and in a torch.export graph (model.export).
+_ADDITIONS = (operator.add, operator.iadd, torch.add, torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
 
 
 class RelevanceSettings(SectionSettings):
