@@ -54,6 +54,12 @@ def main() -> None:
     help="Run only this analysis (repeatable). The model card always runs.",
 )
 @click.option("--strict", is_flag=True, help="Fail the build when an analysis fails, instead of reporting it.")
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run the data pass and the per-layer work on Dask: a scheduler address (tcp://host:8786) or "
+    "local:N for N local worker processes. Overrides the config's `scheduler`.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
 def build(
     config_file: Path,
@@ -62,6 +68,7 @@ def build(
     no_pdf: bool,
     only: tuple[str, ...],
     strict: bool,
+    scheduler: str | None,
     verbose: bool,
 ) -> None:
     """Build the dossier described by CONFIG_FILE (YAML; see `dossier init`)."""
@@ -80,6 +87,7 @@ def build(
         pdf=not no_pdf,
         only=list(only) if only else None,
         strict=strict,
+        scheduler=scheduler,
     )
     click.echo(f"site:  {outcome.index}")
     if outcome.pdf:

@@ -9,7 +9,7 @@ dotted key, with the file name and, for unknown keys, the keys that are allowed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model, model_validator
@@ -154,7 +154,18 @@ class Config(StrictModel):
         "auto", description="or a list of module names; auto = every Conv2d + the last Linear"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses a CUDA GPU when there is one")
-    batch_size: int = Field(64, gt=0, description="images per forward pass")
+    batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
+        "auto", description="images per forward pass; auto: 64 on a CPU, from free memory on a GPU"
+    )
+    mixed_precision: Literal["auto", "on", "off"] = Field(
+        "auto", description="bf16 forward passes and feature visualisation; auto: on with a GPU"
+    )
+    loader_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="processes decoding images; auto: 0 on a CPU, up to 8 with a GPU"
+    )
+    scheduler: str | None = Field(
+        None, description="a Dask scheduler address, or local:N for N local worker processes"
+    )
     seed: int = Field(0, description="every random choice of the build derives from it")
     analyses: AnalysesConfig = Field(  # type: ignore[valid-type]
         default_factory=AnalysesConfig, description="per-analysis settings (defaults shown)"

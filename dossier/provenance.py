@@ -29,6 +29,10 @@ class Provenance:
     images: int
     classes: int
     device: str
+    batch_size: int
+    mixed_precision: bool
+    peak_memory_mib: float  # GPU memory on CUDA, else the process's peak resident memory
+    executor: str  # where the work ran: LocalExecutor or DaskExecutor
     seed: int
     python: str
     platform: str

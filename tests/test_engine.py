@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dossier import results
-from dossier.capture import Batch, data_pass, recording
+from dossier.capture import Batch, PassOptions, data_pass, recording
 from dossier.config import load_config
 from dossier.data import load_dataset
 from tests.conftest import TINY_CONFIG, tiny_model, write_config
@@ -45,7 +45,7 @@ def test_data_pass_feeds_every_image_once(project: Path) -> None:
     dataset = load_dataset(load_config(write_config(project, TINY_CONFIG)))
     model = tiny_model().eval()
     counter = _Counter()
-    seen = data_pass(model, dataset, ["conv2"], torch.device("cpu"), 5, [counter])
+    seen = data_pass(model, dataset, ["conv2"], PassOptions(torch.device("cpu"), batch_size=5), [counter])
     assert seen == 18 and sorted(counter.indices) == sorted(set(range(19)) - {dataset.names.index("cat/broken.png")})
     assert counter.shapes == {(4, 12, 12)}
     assert _hook_count(model) == 0

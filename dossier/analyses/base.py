@@ -9,33 +9,46 @@ sentence for the finding. The report walks the registry in `order`; nothing else
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from dossier.capture import Consumer
+from dossier.capture import Consumer, PassOptions
 from dossier.data import ImageSet
-from dossier.layers import LayerInfo
+from dossier.layers import LayerInfo, batchnorm_after
 from dossier.model_source import LoadedModel
 from dossier.report.kit import Column, CrossPage, SearchEntry, SectionView, UnitLabel, ViewKit
 from dossier.settings import SectionSettings
 
 if TYPE_CHECKING:
     from dossier.config import Config
+    from dossier.distributed import ContextSpec, Executor
 
 
 @dataclass
 class BuildContext:
-    """Everything an analysis may read: config, model, layers, data and the build's device."""
+    """Everything an analysis may read: config, model, layers, data, the build's device and how
+    its passes run, where its work runs, and the results computed before it (`after`)."""
 
     config: Config
     model: LoadedModel
     layers: list[LayerInfo]
     dataset: ImageSet
     device: torch.device
+    options: PassOptions
+    executor: Executor
+    spec: ContextSpec
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def map(self, function: Callable[[BuildContext, Any], Any], items: Sequence[Any], cpu: bool = False, desc: str = "") -> list:
+        """function(ctx, item) for every item, here or on the cluster, in order. function must be
+        a module-level function (it may travel to a worker, which rebuilds ctx); `cpu` marks
+        numpy/scikit-learn work, run side by side with one BLAS thread each."""
+        return self.executor.map(self.spec, function, items, cpu, desc)
 
     @property
     def recorded_layers(self) -> list[LayerInfo]:
@@ -58,6 +71,12 @@ class BuildContext:
     def hookable(self) -> bool:
         return not self.model.scripted
 
+    @functools.cached_property
+    def conv_norms(self) -> dict[str, tuple[str, torch.nn.Module]]:
+        """For each recorded conv layer, the BatchNorm reading its output (found once per build)."""
+        convs = [layer.name for layer in self.conv_layers]
+        return batchnorm_after(self.model.module, convs, self.config.model.input_size, self.device) if convs else {}
+
 
 HOOKS_UNSUPPORTED = (
     "it records inner layers, and PyTorch cannot hook modules inside a TorchScript model "
@@ -75,6 +94,7 @@ class Analysis(ABC):
     result_type: ClassVar[type]
     settings_type: ClassVar[type[SectionSettings]]
     page: ClassVar[CrossPage | None] = None  # the cross-layer page it adds a block to
+    after: ClassVar[tuple[str, ...]] = ()  # analyses whose results finish() reads (ctx.results)
     # Sections showing a card or row per unit; the lowest rank on a layer page owns `#unit-N`.
     unit_anchor_rank: ClassVar[int | None] = None
 

@@ -10,6 +10,7 @@ embedding; Euclidean k-means on the activations is the baseline.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from pydantic import Field
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
-from tqdm import tqdm
 
 from dossier.analyses.base import Analysis, BuildContext, register
 from dossier.analyses.purity import (
@@ -215,17 +215,12 @@ class Commute(Analysis):
         settings = self.settings(ctx.config)
         labels = np.concatenate(consumer.labels)
         indices = np.concatenate(consumer.indices)
-        classes = len(ctx.dataset.class_names)
-        layers = []
-        for name in tqdm(consumer.layer_names, desc="commute time", unit="layer", leave=False):
-            if not consumer.features[name]:
-                continue
-            points = np.concatenate(consumer.features[name]).astype(np.float64)
-            entry, assignment = analyse_layer(name, points, labels, classes, settings.neighbors, ctx.config.seed)
-            centres = np.stack([points[assignment == c].mean(axis=0) for c in range(assignment.max() + 1)])
-            distances = np.linalg.norm(points - centres[assignment], axis=1)
-            summaries = summarise_clusters(ctx, assignment, distances, labels, indices, classes, settings.representatives)
-            layers.append(LayerCommute(**{**entry.__dict__, "clusters": summaries}))
+        jobs = [
+            (name, np.concatenate(consumer.features[name]).astype(np.float64), labels, indices)
+            for name in consumer.layer_names
+            if consumer.features[name]
+        ]
+        layers = ctx.map(_layer_commute, jobs, cpu=True, desc="commute time")
         return CommuteResult(
             sample=len(labels),
             neighbors=settings.neighbors,
@@ -253,6 +248,17 @@ class Commute(Analysis):
             )
             chart = kit.pictures.chart(figure, "commute-by-depth")
         return SectionView(layers=layers, overview=CommuteOverview(result, chart))
+
+
+def _layer_commute(ctx: BuildContext, job: tuple) -> LayerCommute:
+    name, points, labels, indices = job
+    settings = ctx.config.analyses.commute
+    classes = len(ctx.dataset.class_names)
+    entry, assignment = analyse_layer(name, points, labels, classes, settings.neighbors, ctx.config.seed)
+    centres = np.stack([points[assignment == c].mean(axis=0) for c in range(assignment.max() + 1)])
+    distances = np.linalg.norm(points - centres[assignment], axis=1)
+    summaries = summarise_clusters(ctx, assignment, distances, labels, indices, classes, settings.representatives)
+    return dataclasses.replace(entry, clusters=summaries)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from tqdm import tqdm
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, NO_CONV_LAYERS, Analysis, BuildContext, register
 from dossier.capture import truncated_forward
@@ -152,30 +151,14 @@ class DeepDream(Analysis):
 
     def finish(self, ctx: BuildContext, consumer: None) -> DeepDreamResult:
         settings: DeepDreamSettings = self.settings(ctx.config)
-        model, spec = ctx.model.module, ctx.config.model
+        spec = ctx.config.model
         chosen = [int(i) for i in round_robin(ctx.dataset.labels, settings.images)]
         originals = {i: pixels for i in chosen if (pixels := ctx.dataset.image(i)) is not None}
         indices = list(originals)
         images = torch.stack(
             [torch.from_numpy(np.array(originals[i], copy=True)).permute(2, 0, 1).float() / 255 for i in indices]
-        ).to(ctx.device)
-        shift = torch.tensor(spec.channel_mean, device=ctx.device).view(1, -1, 1, 1)
-        scale = torch.tensor(spec.channel_std, device=ctx.device).view(1, -1, 1, 1)
-        layers = []
-        for info in tqdm(ctx.conv_layers, desc="deepdream", unit="layer", leave=False):
-            dreamed = dream(model, info.name, images, spec.channel_mean, spec.channel_std, settings, ctx.config.seed)
-            with torch.no_grad():
-                before = dream_objective(model, info.name, images, shift, scale)
-                after = dream_objective(model, info.name, dreamed, shift, scale)
-            layers.append(
-                LayerDreams(
-                    info.name,
-                    [
-                        Dream(index, ctx.dataset.names[index], float(before[n]), float(after[n]), _thumbnail(dreamed[n]))
-                        for n, index in enumerate(indices)
-                    ],
-                )
-            )
+        )  # on the CPU: it may travel to a worker
+        layers = ctx.map(_layer_dreams, [(info.name, images, indices) for info in ctx.conv_layers], desc="deepdream")
         height, width = spec.input_size[1:]
         return DeepDreamResult(
             octaves=settings.octaves,
@@ -197,6 +180,25 @@ class DeepDream(Analysis):
             ]
             layers[layer.layer] = DreamsView(pairs, result)
         return SectionView(layers=layers)
+
+
+def _layer_dreams(ctx: BuildContext, job: tuple[str, torch.Tensor, list[int]]) -> LayerDreams:
+    layer, images, indices = job
+    spec, model = ctx.config.model, ctx.model.module
+    shift = torch.tensor(spec.channel_mean, device=ctx.device).view(1, -1, 1, 1)
+    scale = torch.tensor(spec.channel_std, device=ctx.device).view(1, -1, 1, 1)
+    images = images.to(ctx.device)
+    dreamed = dream(model, layer, images, spec.channel_mean, spec.channel_std, ctx.config.analyses.deepdream, ctx.config.seed)
+    with torch.no_grad():
+        before = dream_objective(model, layer, images, shift, scale)
+        after = dream_objective(model, layer, dreamed, shift, scale)
+    return LayerDreams(
+        layer,
+        [
+            Dream(index, ctx.dataset.names[index], float(before[n]), float(after[n]), _thumbnail(dreamed[n]))
+            for n, index in enumerate(indices)
+        ],
+    )
 
 
 @dataclass(frozen=True)

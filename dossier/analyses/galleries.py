@@ -16,13 +16,11 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import Field
-from tqdm import tqdm
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, NO_CONV_LAYERS, Analysis, BuildContext, register
 from dossier.analyses.neuron_types import PAGE as NEURON_TYPES_PAGE
 from dossier.capture import Batch, recording
 from dossier.featurevis import Transforms, channel, histogram_peaks, optimise
-from dossier.layers import batchnorm_after
 from dossier.report.kit import Column, ExtraPage, SectionView, UnitLabel, ViewKit
 from dossier.report.pictures import Sprite, type_share_chart
 from dossier.results import NOT_EXPORTED, ByLayer
@@ -163,16 +161,17 @@ class Galleries(Analysis):
 
     def consumer(self, ctx: BuildContext) -> RunningExtremes:
         convs = [layer.name for layer in ctx.conv_layers]
-        norms = batchnorm_after(ctx.model.module, convs, ctx.config.model.input_size, ctx.device)
-        return RunningExtremes(convs, self.settings(ctx.config).exemplars, norms)
+        return RunningExtremes(convs, self.settings(ctx.config).exemplars, ctx.conv_norms)
 
     def finish(self, ctx: BuildContext, consumer: RunningExtremes) -> GalleriesResult:
         settings = self.settings(ctx.config)
         channels = ctx.config.model.input_size[0]
-        layers = []
-        for info in tqdm([l for l in ctx.recorded_layers if l.name in consumer.state], desc="feature galleries", unit="layer", leave=False):
-            norm = consumer.norms.get(info.name)
-            layers.append(self._layer(ctx, info, consumer.state[info.name], settings, norm[1] if norm else None))
+        jobs = [
+            (info, consumer.state[info.name], consumer.norms[info.name][0] if info.name in consumer.norms else None)
+            for info in ctx.recorded_layers
+            if info.name in consumer.state
+        ]
+        layers = ctx.map(_layer_gallery, jobs, desc="feature galleries")
         # One thumbnail per data-set image shown anywhere: bounded by the data, not by the units.
         shown = sorted({i for layer in layers for card in layer.units for i in card.top + card.bottom})
         kept, images = thumbnails(ctx.dataset, shown, upscale=False)
@@ -186,100 +185,6 @@ class Galleries(Analysis):
             pictures=dict(zip(kept, images)),
         )
 
-    def _layer(self, ctx: BuildContext, info, state: dict[str, torch.Tensor], settings, norm) -> LayerGallery:
-        units = info.output_shape[0]
-        model, config = ctx.model.module, ctx.config
-        common = dict(
-            layers=[info.name], input_size=config.model.input_size, mean=config.model.channel_mean,
-            std=config.model.channel_std, steps=settings.steps, parameterisation=settings.parameterisation,
-            transforms=Transforms(), device=ctx.device,
-        )
-        maxima, minima = [], []
-        for start in range(0, units, settings.units_per_batch):
-            chosen = torch.arange(start, min(units, start + settings.units_per_batch), device=ctx.device)
-            maxima.append(optimise(model, channel(info.name, chosen, 1.0, norm), batch=len(chosen), seed=config.seed + start, **common))
-            minima.append(optimise(model, channel(info.name, chosen, -1.0, norm), batch=len(chosen), seed=config.seed + start + 1, **common))
-        max_images, min_images = torch.cat(maxima), torch.cat(minima)
-        reached_max = self._reached(ctx, info.name, max_images, norm)
-        reached_min = self._reached(ctx, info.name, min_images, norm)
-        gray_ratio = self._grayscale_ratio(ctx, info.name, state["top_ids"], norm) if config.model.input_size[0] == 3 else None
-        cards = []
-        for u in range(units):
-            max_pixels = _to_uint8(max_images[u])
-            peaks = histogram_peaks(max_pixels) if max_pixels.shape[2] == 3 else None
-            dataset_max = float(state["top"][u, 0])
-            cards.append(
-                UnitCard(
-                    unit=u,
-                    dataset_max=dataset_max,
-                    reached_max=float(reached_max[u]),
-                    reached_min=float(reached_min[u]),
-                    quality=float(reached_max[u] / dataset_max) if dataset_max > 0 else None,
-                    top=state["top_ids"][u].tolist(),
-                    top_values=state["top"][u].tolist(),
-                    bottom=state["bottom_ids"][u].tolist(),
-                    bottom_values=state["bottom"][u].tolist(),
-                    patch_values=state["peak"][u].tolist(),
-                    colour_peaks=peaks,
-                    colour_blind=bool(np.std(peaks) <= settings.colour_threshold) if peaks else None,
-                    grayscale_ratio=float(gray_ratio[u]) if gray_ratio is not None else None,
-                    max_image=thumbnail(max_pixels, upscale=False),
-                    min_image=thumbnail(_to_uint8(min_images[u]), upscale=False),
-                    patches=self._patches(ctx, info, state, u),
-                )
-            )
-        return LayerGallery(info.name, cards)
-
-    def _reached(self, ctx: BuildContext, layer: str, images: torch.Tensor, norm) -> torch.Tensor:
-        normalised = (images - torch.tensor(ctx.config.model.channel_mean, device=images.device).view(1, -1, 1, 1)) / torch.tensor(
-            ctx.config.model.channel_std, device=images.device
-        ).view(1, -1, 1, 1)
-        with torch.no_grad(), recording(ctx.model.module, [layer]) as outputs:
-            ctx.model.module(normalised)
-            activation = (norm(outputs[layer]) if norm is not None else outputs[layer]).mean(dim=(2, 3))
-        return activation[torch.arange(len(images)), torch.arange(len(images))].cpu()
-
-    def _grayscale_ratio(self, ctx: BuildContext, layer: str, top_ids: torch.Tensor, norm) -> np.ndarray:
-        """Mean activation of each unit on grayscale copies of its top exemplars ÷ on the originals."""
-        wanted = sorted(set(top_ids.flatten().tolist()))
-        position = {index: n for n, index in enumerate(wanted)}
-        colour, gray = [], []
-        for index in wanted:
-            pixels = ctx.dataset.image(index)
-            if pixels is None:
-                pixels = np.zeros(tuple(ctx.config.model.input_size[1:]) + (3,), dtype=np.uint8)
-            luminance = np.round(pixels @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
-            colour.append(ctx.dataset.normalise(pixels))
-            gray.append(ctx.dataset.normalise(np.repeat(luminance[..., None], 3, axis=2)))
-        means = {}
-        for key, images in (("colour", colour), ("gray", gray)):
-            batches = []
-            with torch.no_grad(), recording(ctx.model.module, [layer]) as outputs:
-                for start in range(0, len(images), ctx.config.batch_size):
-                    ctx.model.module(torch.stack(images[start : start + ctx.config.batch_size]).to(ctx.device))
-                    activation = norm(outputs[layer]) if norm is not None else outputs[layer]
-                    batches.append(torch.relu(activation).mean(dim=(2, 3)).cpu())
-            means[key] = torch.cat(batches)
-        rows = torch.tensor([[position[i] for i in ids] for ids in top_ids.tolist()])
-        units = torch.arange(len(rows))[:, None]
-        on_colour = means["colour"][rows, units].mean(dim=1)
-        on_gray = means["gray"][rows, units].mean(dim=1)
-        return (on_gray / on_colour.clamp(min=1e-12)).numpy()
-
-    def _patches(self, ctx: BuildContext, info, state: dict[str, torch.Tensor], unit: int) -> np.ndarray:
-        pictures = []
-        feature_shape = info.output_shape[1:]
-        field_size = info.receptive_field or min(ctx.config.model.input_size[1:])
-        for index, where in zip(state["peak_ids"][unit].tolist(), state["peak_where"][unit].tolist()):
-            pixels = ctx.dataset.image(index)
-            if pixels is not None:
-                pictures.append(thumbnail(receptive_patch(pixels, where, feature_shape, field_size), upscale=False))
-        if not pictures:
-            return np.zeros((0, 1, 1, ctx.config.model.input_size[0]), dtype=np.uint8)
-        side = max(p.shape[0] for p in pictures)
-        return np.stack([np.pad(p, ((0, side - p.shape[0]), (0, side - p.shape[1]), (0, 0))) for p in pictures])
-
-
     def unit_labels(self, result: GalleriesResult, kit: ViewKit) -> list[UnitLabel]:
         return [
             UnitLabel(layer.layer, card.unit, "colour-blind", "colour-blind", self.name, "colour blind grayscale")
@@ -289,33 +194,138 @@ class Galleries(Analysis):
         ]
 
     def view(self, result: GalleriesResult, kit: ViewKit) -> SectionView:
-        count = self.settings(kit.config).pdf_units
-        layers, pages = {}, []
-        for layer in result.layers:
-            slug = kit.slug(layer.layer)
-            chosen = pdf_units(kit.rankings.get("neuron_types", {}).get(layer.layer, []),
-                               kit.rankings.get("relevance", {}).get(layer.layer, []), count)
-            chunks = [layer.units[start : start + PAGE_UNITS] for start in range(0, len(layer.units), PAGE_UNITS)]
-            gallery_pages = [
-                GalleryPage(
-                    kit.layer_file(layer.layer) if k == 0 else f"layer-{slug}-units-{k + 1}.html",
-                    chunk[0].unit, chunk[-1].unit,
-                    [_card_view(card, result, kit, f"gallery-{slug}-{k + 1}") for card in chunk],
-                )
-                for k, chunk in enumerate(chunks)
-            ]
-            printed = [_card_view(card, result, kit, f"gallery-{slug}-print") for card in layer.units if card.unit in chosen]
-            view = GalleryView(gallery_pages, 0, printed, result, _pdf_rule(count), _colour_blind_share(layer))
-            layers[layer.layer] = view
-            pages += [
-                ExtraPage(page.filename, f"{layer.layer} · units {page.first}–{page.last}", layer.layer, replace(view, current=k))
-                for k, page in enumerate(gallery_pages) if k > 0
-            ]
-        return SectionView(layers=layers, overview=_colour_overview(result, kit), pages=pages)
+        return _view(result, kit, self.settings(kit.config).pdf_units)
 
     def columns(self, view: SectionView, kit: ViewKit) -> list[Column]:
         shares = {name: f"{100 * v.colour_blind:.1f}%" for name, v in view.layers.items() if v.colour_blind is not None}
         return [Column("colour-blind", shares)]
+
+
+def _layer_gallery(ctx: BuildContext, job: tuple) -> LayerGallery:
+    """Every unit of one layer: optimised images, what they reach, exemplars, patches, colour."""
+    info, state, norm_name = job
+    settings = ctx.config.analyses.galleries
+    norm = dict(ctx.model.module.named_modules())[norm_name] if norm_name else None
+    units = info.output_shape[0]
+    model, config = ctx.model.module, ctx.config
+    common = dict(
+        layers=[info.name], input_size=config.model.input_size, mean=config.model.channel_mean,
+        std=config.model.channel_std, steps=settings.steps, parameterisation=settings.parameterisation,
+        transforms=Transforms(), device=ctx.device,
+    )
+    maxima, minima = [], []
+    for start in range(0, units, settings.units_per_batch):
+        chosen = torch.arange(start, min(units, start + settings.units_per_batch), device=ctx.device)
+        maxima.append(optimise(model, channel(info.name, chosen, 1.0, norm), batch=len(chosen), seed=config.seed + start, **common))
+        minima.append(optimise(model, channel(info.name, chosen, -1.0, norm), batch=len(chosen), seed=config.seed + start + 1, **common))
+    max_images, min_images = torch.cat(maxima), torch.cat(minima)
+    reached_max = _reached(ctx, info.name, max_images, norm)
+    reached_min = _reached(ctx, info.name, min_images, norm)
+    gray_ratio = _grayscale_ratio(ctx, info.name, state["top_ids"], norm) if config.model.input_size[0] == 3 else None
+    cards = []
+    for u in range(units):
+        max_pixels = _to_uint8(max_images[u])
+        peaks = histogram_peaks(max_pixels) if max_pixels.shape[2] == 3 else None
+        dataset_max = float(state["top"][u, 0])
+        cards.append(
+            UnitCard(
+                unit=u,
+                dataset_max=dataset_max,
+                reached_max=float(reached_max[u]),
+                reached_min=float(reached_min[u]),
+                quality=float(reached_max[u] / dataset_max) if dataset_max > 0 else None,
+                top=state["top_ids"][u].tolist(),
+                top_values=state["top"][u].tolist(),
+                bottom=state["bottom_ids"][u].tolist(),
+                bottom_values=state["bottom"][u].tolist(),
+                patch_values=state["peak"][u].tolist(),
+                colour_peaks=peaks,
+                colour_blind=bool(np.std(peaks) <= settings.colour_threshold) if peaks else None,
+                grayscale_ratio=float(gray_ratio[u]) if gray_ratio is not None else None,
+                max_image=thumbnail(max_pixels, upscale=False),
+                min_image=thumbnail(_to_uint8(min_images[u]), upscale=False),
+                patches=_patches(ctx, info, state, u),
+            )
+        )
+    return LayerGallery(info.name, cards)
+
+
+def _reached(ctx: BuildContext, layer: str, images: torch.Tensor, norm) -> torch.Tensor:
+    normalised = (images - torch.tensor(ctx.config.model.channel_mean, device=images.device).view(1, -1, 1, 1)) / torch.tensor(
+        ctx.config.model.channel_std, device=images.device
+    ).view(1, -1, 1, 1)
+    with torch.no_grad(), recording(ctx.model.module, [layer]) as outputs:
+        ctx.model.module(normalised)
+        activation = (norm(outputs[layer]) if norm is not None else outputs[layer]).mean(dim=(2, 3))
+    return activation[torch.arange(len(images)), torch.arange(len(images))].cpu()
+
+
+def _grayscale_ratio(ctx: BuildContext, layer: str, top_ids: torch.Tensor, norm) -> np.ndarray:
+    """Mean activation of each unit on grayscale copies of its top exemplars ÷ on the originals."""
+    wanted = sorted(set(top_ids.flatten().tolist()))
+    position = {index: n for n, index in enumerate(wanted)}
+    colour, gray = [], []
+    for index in wanted:
+        pixels = ctx.dataset.image(index)
+        if pixels is None:
+            pixels = np.zeros(tuple(ctx.config.model.input_size[1:]) + (3,), dtype=np.uint8)
+        luminance = np.round(pixels @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+        colour.append(ctx.dataset.normalise(pixels))
+        gray.append(ctx.dataset.normalise(np.repeat(luminance[..., None], 3, axis=2)))
+    means = {}
+    for key, images in (("colour", colour), ("gray", gray)):
+        batches = []
+        with torch.no_grad(), recording(ctx.model.module, [layer]) as outputs:
+            for start in range(0, len(images), ctx.options.batch_size):
+                ctx.model.module(torch.stack(images[start : start + ctx.options.batch_size]).to(ctx.device))
+                activation = norm(outputs[layer]) if norm is not None else outputs[layer]
+                batches.append(torch.relu(activation).mean(dim=(2, 3)).cpu())
+        means[key] = torch.cat(batches)
+    rows = torch.tensor([[position[i] for i in ids] for ids in top_ids.tolist()])
+    units = torch.arange(len(rows))[:, None]
+    on_colour = means["colour"][rows, units].mean(dim=1)
+    on_gray = means["gray"][rows, units].mean(dim=1)
+    return (on_gray / on_colour.clamp(min=1e-12)).numpy()
+
+
+def _patches(ctx: BuildContext, info, state: dict[str, torch.Tensor], unit: int) -> np.ndarray:
+    pictures = []
+    feature_shape = info.output_shape[1:]
+    field_size = info.receptive_field or min(ctx.config.model.input_size[1:])
+    for index, where in zip(state["peak_ids"][unit].tolist(), state["peak_where"][unit].tolist()):
+        pixels = ctx.dataset.image(index)
+        if pixels is not None:
+            pictures.append(thumbnail(receptive_patch(pixels, where, feature_shape, field_size), upscale=False))
+    if not pictures:
+        return np.zeros((0, 1, 1, ctx.config.model.input_size[0]), dtype=np.uint8)
+    side = max(p.shape[0] for p in pictures)
+    return np.stack([np.pad(p, ((0, side - p.shape[0]), (0, side - p.shape[1]), (0, 0))) for p in pictures])
+
+
+def _view(result: GalleriesResult, kit: ViewKit, count: int) -> SectionView:
+    """Every layer's unit cards, in pages of PAGE_UNITS, and the PDF's chosen units."""
+    layers, pages = {}, []
+    for layer in result.layers:
+        slug = kit.slug(layer.layer)
+        chosen = pdf_units(kit.rankings.get("neuron_types", {}).get(layer.layer, []),
+                           kit.rankings.get("relevance", {}).get(layer.layer, []), count)
+        chunks = [layer.units[start : start + PAGE_UNITS] for start in range(0, len(layer.units), PAGE_UNITS)]
+        gallery_pages = [
+            GalleryPage(
+                kit.layer_file(layer.layer) if k == 0 else f"layer-{slug}-units-{k + 1}.html",
+                chunk[0].unit, chunk[-1].unit,
+                [_card_view(card, result, kit, f"gallery-{slug}-{k + 1}") for card in chunk],
+            )
+            for k, chunk in enumerate(chunks)
+        ]
+        printed = [_card_view(card, result, kit, f"gallery-{slug}-print") for card in layer.units if card.unit in chosen]
+        view = GalleryView(gallery_pages, 0, printed, result, _pdf_rule(count), _colour_blind_share(layer))
+        layers[layer.layer] = view
+        pages += [
+            ExtraPage(page.filename, f"{layer.layer} · units {page.first}–{page.last}", layer.layer, replace(view, current=k))
+            for k, page in enumerate(gallery_pages) if k > 0
+        ]
+    return SectionView(layers=layers, overview=_colour_overview(result, kit), pages=pages)
 
 
 @dataclass(frozen=True)

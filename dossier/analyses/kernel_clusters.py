@@ -207,16 +207,11 @@ class KernelClusters(Analysis):
         return spatial_kernels_reason(ctx)
 
     def finish(self, ctx: BuildContext, consumer: None) -> KernelClustersResult:
-        settings = self.settings(ctx.config)
         names = [layer.name for layer in ctx.layers]
-        layers = [
-            cluster_kernels(name, weight, settings, ctx.config.seed)
-            for name, weight in conv_layer_weights(ctx.model.module, names)
-        ]
         control = control_weights(ctx.model.module, names, ctx.config.seed)
-        return KernelClustersResult(
-            layers, cluster_kernels(*control, settings, ctx.config.seed) if control else None
-        )
+        jobs = conv_layer_weights(ctx.model.module, names) + ([control] if control else [])
+        layers = ctx.map(_layer_clusters, jobs, cpu=True, desc="kernel clusters")
+        return KernelClustersResult(layers[: len(layers) - bool(control)], layers[-1] if control else None)
 
     def view(self, result: KernelClustersResult, kit: ViewKit) -> SectionView:
         return SectionView(layers=views_with_control(result.layers, result.control, _kernel_view, kit))
@@ -244,6 +239,11 @@ def views_with_control(entries: list, control: Any, make: Callable[..., Any], ki
         twin = make(control, f"{slug}-random-init", kit) if control is not None and control.layer == entry.layer else None
         views[entry.layer] = make(entry, slug, kit, twin)
     return views
+
+
+def _layer_clusters(ctx: BuildContext, job: tuple[str, np.ndarray]) -> LayerKernelClusters:
+    name, weight = job
+    return cluster_kernels(name, weight, ctx.config.analyses.kernel_clusters, ctx.config.seed)
 
 
 def spatial_kernels_reason(ctx: BuildContext) -> str | None:

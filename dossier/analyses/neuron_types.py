@@ -22,7 +22,7 @@ from torch import nn
 
 from dossier.analyses.base import NO_CONV_LAYERS, Analysis, BuildContext, register
 from dossier.capture import Batch
-from dossier.layers import LayerInfo, batchnorm_after, is_conv2d
+from dossier.layers import LayerInfo, is_conv2d
 from dossier.report.kit import Column, CrossPage, SectionView, UnitLabel, ViewKit
 from dossier.report.pictures import type_share_chart
 from dossier.results import ByLayer
@@ -198,17 +198,14 @@ class NeuronTypes(Analysis):
         convs = [layer.name for layer in ctx.conv_layers]
         if not convs or not ctx.hookable:
             return None
-        norms = batchnorm_after(ctx.model.module, convs, ctx.config.model.input_size, ctx.device)
-        return _UnitStatistics(convs, norms, len(ctx.dataset.class_names))
+        return _UnitStatistics(convs, ctx.conv_norms, len(ctx.dataset.class_names))
 
     def finish(self, ctx: BuildContext, consumer: _UnitStatistics | None) -> NeuronTypesResult:
         settings = self.settings(ctx.config)
         modules = dict(ctx.model.module.named_modules())
-        layers = [
-            self._layer(layer, modules[layer.name], consumer, settings)
-            for layer in ctx.layers
-            if is_conv2d(modules[layer.name])
-        ]
+        convs = [layer for layer in ctx.layers if is_conv2d(modules[layer.name])]
+        spreads = ctx.map(_unit_spreads, [conv_weight(modules[layer.name]) for layer in convs], cpu=True, desc="KS tests")
+        layers = [self._layer(layer, weight_spreads, consumer, settings) for layer, weight_spreads in zip(convs, spreads)]
         return NeuronTypesResult(
             threshold=settings.border_threshold,
             rule=settings.border_rule,
@@ -217,11 +214,8 @@ class NeuronTypes(Analysis):
             layers=layers,
         )
 
-    def _layer(self, info: LayerInfo, module: nn.Module, stats: _UnitStatistics | None, settings) -> LayerTypes:
-        weight = conv_weight(module)
-        assert weight is not None
-        units = weight.shape[0]
-        spreads = [ks_spreads(weight[u]) for u in range(units)]
+    def _layer(self, info: LayerInfo, spreads: list, stats: _UnitStatistics | None, settings) -> LayerTypes:
+        units = len(spreads)
         measured = stats is not None and info.name in stats.maximum
         activation = "not recorded"
         if stats is not None and measured:
@@ -319,6 +313,10 @@ def _types_chart(result: NeuronTypesResult, kit: ViewKit) -> str:
         ],
     }
     return kit.pictures.chart(type_share_chart([l.layer for l in layers], shares), "neuron-types-by-depth")
+
+
+def _unit_spreads(ctx: BuildContext, weight: np.ndarray) -> list[tuple[float, float] | None]:
+    return [ks_spreads(unit) for unit in weight]
 
 
 def _summarise(name: str, units: int, activation: str, rows: list[UnitType], measured: bool, settings) -> LayerTypes:

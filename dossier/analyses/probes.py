@@ -17,7 +17,6 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
-from tqdm import tqdm
 
 from dossier.analyses.base import Analysis, BuildContext, register
 from dossier.analyses.commute import ACTIVATION_SPACE
@@ -100,11 +99,12 @@ class Probes(Analysis):
         settings = self.settings(ctx.config)
         labels = np.concatenate(consumer.labels)
         folds = max(2, min(settings.folds, int(np.bincount(labels).min())))
-        layers = [
-            probe_layer(name, np.concatenate(consumer.features[name]), labels, folds, settings.max_dim, settings.trees, ctx.config.seed)
-            for name in tqdm([INPUT_LAYER, *consumer.layer_names], desc="probes", unit="layer", leave=False)
+        jobs = [
+            (name, np.concatenate(consumer.features[name]), labels, folds)
+            for name in [INPUT_LAYER, *consumer.layer_names]
             if consumer.features[name]
         ]
+        layers = ctx.map(_layer_probes, jobs, cpu=True, desc="probes")
         return ProbesResult(
             images=len(labels), folds=folds, chance=float(np.bincount(labels).max() / len(labels)), layers=layers
         )
@@ -134,6 +134,12 @@ class Probes(Analysis):
             f"The class becomes linearly readable at {first}: the logistic-regression probe's accuracy rises from "
             f"{linear[0][1]:.1%} on the raw pixels to {readable:.1%} there (best {best:.1%}; chance {result.chance:.1%})."
         )
+
+
+def _layer_probes(ctx: BuildContext, job: tuple) -> LayerProbes:
+    name, vectors, labels, folds = job
+    settings = ctx.config.analyses.probes
+    return probe_layer(name, vectors, labels, folds, settings.max_dim, settings.trees, ctx.config.seed)
 
 
 @dataclass(frozen=True)

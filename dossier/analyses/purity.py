@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from tqdm import tqdm
 
 from dossier.analyses.base import Analysis, BuildContext, register
 from dossier.capture import Batch
@@ -137,34 +136,20 @@ class Purity(Analysis):
         return FeatureCollector(names, self.settings(ctx.config).max_features)
 
     def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> PurityResult:
-        settings = self.settings(ctx.config)
         labels_all = np.concatenate(consumer.labels)
         rows = balanced_sample(labels_all, len(labels_all), ctx.config.seed)
         labels = labels_all[rows]
         indices = np.concatenate(consumer.indices)[rows]
-        classes = len(ctx.dataset.class_names)
-        layers = []
         recorded = [name for name, parts in consumer.features.items() if parts]
-        for name in tqdm(recorded, desc="purity k-means", unit="layer", leave=False):
-            vectors = np.concatenate(consumer.features[name])[rows]
-            assignment, distances = kmeans_clusters(vectors, classes, settings.n_init, ctx.config.seed)
-            layers.append(
-                LayerPurity(
-                    layer=name,
-                    features=int(vectors.shape[1]),
-                    representation=consumer.representation[name],
-                    purity=purity_score(labels, assignment),
-                    nmi=float(normalized_mutual_info_score(labels, assignment)),
-                    ari=float(adjusted_rand_score(labels, assignment)),
-                    clusters=summarise_clusters(
-                        ctx, assignment, distances, labels, indices, classes, settings.representatives
-                    ),
-                )
-            )
+        jobs = [
+            (name, consumer.representation[name], np.concatenate(consumer.features[name])[rows], labels, indices)
+            for name in recorded
+        ]
+        layers = ctx.map(_layer_purity, jobs, cpu=True, desc="purity k-means")
         return PurityResult(
             images=len(rows),
             per_class=len(rows) // max(1, len(np.unique(labels))),
-            classes=classes,
+            classes=len(ctx.dataset.class_names),
             chance_purity=float(np.bincount(labels).max() / len(labels)),
             layers=layers,
         )
@@ -271,6 +256,22 @@ def cluster_views(clusters: list[ClusterSummary], stem: str, kit: ViewKit) -> li
             )
         )
     return views
+
+
+def _layer_purity(ctx: BuildContext, job: tuple) -> LayerPurity:
+    name, representation, vectors, labels, indices = job
+    settings = ctx.config.analyses.purity
+    classes = len(ctx.dataset.class_names)
+    assignment, distances = kmeans_clusters(vectors, classes, settings.n_init, ctx.config.seed)
+    return LayerPurity(
+        layer=name,
+        features=int(vectors.shape[1]),
+        representation=representation,
+        purity=purity_score(labels, assignment),
+        nmi=float(normalized_mutual_info_score(labels, assignment)),
+        ari=float(adjusted_rand_score(labels, assignment)),
+        clusters=summarise_clusters(ctx, assignment, distances, labels, indices, classes, settings.representatives),
+    )
 
 
 def kmeans_clusters(

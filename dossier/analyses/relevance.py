@@ -309,7 +309,7 @@ class Relevance(Analysis):
         return model, f"{count} tensor addition(s) split in proportion to their inputs (zennit Norm rule)"
 
     def _explain(self, ctx, model, composite, images, indices, labels, predicted, confidence, convs, settings):
-        batch = ctx.config.batch_size
+        batch = ctx.options.batch_size
         targets = torch.from_numpy(predicted).to(ctx.device)
         truths = torch.from_numpy(labels).to(ctx.device)
         parts: dict[str, list] = {"logit": [], "input": [], "layers": []}

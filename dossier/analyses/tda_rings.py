@@ -269,16 +269,12 @@ class TdaRings(Analysis):
         return spatial_kernels_reason(ctx)
 
     def finish(self, ctx: BuildContext, consumer: None) -> TdaRingsResult:
-        settings = self.settings(ctx.config)
         names = [layer.name for layer in ctx.layers]
-        layers = [
-            analyse_rings(name, weight, settings, ctx.config.seed)
-            for name, weight in conv_layer_weights(ctx.model.module, names)
-        ]
         control = control_weights(ctx.model.module, names, ctx.config.seed)
-        return TdaRingsResult(
-            layers, analyse_rings(*control, settings, ctx.config.seed, interactive=False) if control else None
-        )
+        jobs = [(name, weight, True) for name, weight in conv_layer_weights(ctx.model.module, names)]
+        jobs += [(*control, False)] if control else []  # the control needs no interactive page
+        layers = ctx.map(_layer_rings, jobs, cpu=True, desc="TDA rings")
+        return TdaRingsResult(layers[: len(layers) - bool(control)], layers[-1] if control else None)
 
     def view(self, result: TdaRingsResult, kit: ViewKit) -> SectionView:
         return SectionView(layers=views_with_control(result.layers, result.control, _rings_view, kit))
@@ -287,6 +283,11 @@ class TdaRings(Analysis):
         return [
             Column("ring score", {n: f"{v.result.ring_score:.3f}" for n, v in view.layers.items() if not v.result.skipped})
         ]
+
+
+def _layer_rings(ctx: BuildContext, job: tuple[str, np.ndarray, bool]) -> LayerRings:
+    name, weight, interactive = job
+    return analyse_rings(name, weight, ctx.config.analyses.tda_rings, ctx.config.seed, interactive)
 
 
 @dataclass(frozen=True)

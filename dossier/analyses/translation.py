@@ -99,7 +99,7 @@ class Translation(Analysis):
         labels = torch.tensor([item[1] for item in items], device=ctx.device)
         max_shift = settings.max_shift or max(1, min(ctx.config.model.input_size[1:]) // 8)
         layers = [layer.name for layer in ctx.recorded_layers]
-        curves = measure(ctx.model.module, images, labels, layers, max_shift, ctx.config.batch_size)
+        curves = measure(ctx.model.module, images, labels, layers, max_shift, ctx.options.batch_size)
         return TranslationResult(images=len(items), max_shift=max_shift, curves=curves)
 
     def view(self, result: TranslationResult, kit: ViewKit) -> SectionView:
