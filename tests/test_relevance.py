@@ -12,6 +12,7 @@ from dossier.analyses.relevance import (
     select_images,
     split_residual_additions,
 )
+from dossier.layers import batchnorm_after
 from dossier.sample import DigitsCNN
 
 CPU = torch.device("cpu")
@@ -61,6 +62,17 @@ def test_resnet18_additions_are_found_and_conserved() -> None:
     logits, relevance, _ = _explain(model, x, convs)
     assert torch.allclose(relevance.sum(dim=(1, 2, 3)) / logits, torch.ones(2), atol=0.01)
     assert torch.allclose(traced(x), model(x), atol=1e-5)
+
+
+def test_a_batchnorm_reading_a_concatenation_is_merged_into_no_conv() -> None:
+    model = torchvision.models.densenet121(num_classes=10).eval()
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    found = batchnorm_after(model, convs, (3, 64, 64), CPU)
+    # norm1 of each dense layer reads the concatenation of the earlier features; norm2 reads conv1.
+    assert {bn for bn, _ in found.values()} == {"features.norm0"} | {
+        f"{conv.rsplit('.', 1)[0]}.norm2" for conv in convs if conv.endswith("conv1")
+    }
+    assert all(found[conv][0] == f"{conv.rsplit('.', 1)[0]}.norm2" for conv in convs if conv.endswith("conv1"))
 
 
 def test_hidden_relevance_is_non_negative() -> None:
