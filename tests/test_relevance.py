@@ -1,5 +1,5 @@
 """Relevance: conservation (on the common architectures too), positivity, a hand-worked network, a
-left-looking model, no leftover hooks."""
+left-looking model, vanished relevance said so, no leftover hooks."""
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ from dossier.analyses.relevance import (
     relevance_graph,
     relevance_pass,
     select_images,
+    vanished,
 )
 from dossier.layers import batchnorm_after
 from dossier.sample import DigitsCNN
@@ -136,6 +137,22 @@ def test_a_batchnorm_reading_a_concatenation_is_merged_into_no_conv() -> None:
     assert all(found[conv][0] == f"{conv.rsplit('.', 1)[0]}.norm2" for conv in convs if conv.endswith("conv1"))
 
 
+def test_vanished_relevance_is_told_apart_from_a_conserved_map() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    logits, live, _ = _explain(model, x, ["0"])
+    assert not vanished(live, logits, TOLERANCE).any()
+    with torch.no_grad():  # an untrained googlenet's story: the signals fade, the logits are the biases
+        model[0].weight.mul_(1e-12)
+        model[0].bias.mul_(1e-12)
+        model[3].bias.fill_(0.02)
+    logits, dead, _ = _explain(model, x, ["0"])
+    assert torch.allclose(logits, torch.full((2,), 0.02))
+    assert (dead.sum(dim=(1, 2, 3)) / logits).abs().max() < 1e-3
+    assert vanished(dead, logits, TOLERANCE).all()
+
+
 def test_hidden_relevance_is_non_negative() -> None:
     torch.manual_seed(1)
     model = nn.Sequential(
@@ -228,3 +245,25 @@ def test_analysis_on_a_model_without_mistakes_leaves_no_hooks(project, cli) -> N
     assert [r["layer"] for r in result["rankings"]] == ["conv1", "conv2"]
     assert "Relevance" in (out / "layer-conv2.html").read_text()
 
+
+def test_a_model_whose_relevance_vanishes_says_so(project, cli) -> None:
+    import json
+
+    from tests.conftest import TINY_CONFIG, tiny_model, write_config
+
+    torch.manual_seed(0)
+    model = tiny_model()
+    with torch.no_grad():  # signals far below the rules' stabiliser; the logits are the classifier's biases
+        for conv in (model.conv1, model.conv2):
+            conv.weight.mul_(1e-12)
+            conv.bias.mul_(1e-12)
+        model.fc.bias.copy_(torch.tensor([0.02, 0.01, 0.0]))
+    torch.save(model.state_dict(), project / "tiny.pt")
+    out = project / "out"
+    assert cli("build", write_config(project, TINY_CONFIG), "--out", out, "--no-pdf", "--only", "relevance").exit_code == 0
+    result = json.loads((out / "dossier.json").read_text())["analyses"]["relevance"]
+    assert result["images"] and all(image["vanished"] for image in result["images"])
+    assert all(ranking["ranking"] == [] for ranking in result["rankings"])
+    page = (out / "relevance.html").read_text()
+    assert f"{len(result['images'])} of {len(result['images'])} image(s): the relevance vanished" in page
+    assert "No filter ranking" in (out / "layer-conv2.html").read_text()

@@ -5,8 +5,9 @@ orientation, so that units with negative outputs keep their relevance), z^B at t
 bounds from the input normalisation, BatchNorm merged into the conv whose output it reads, residual
 additions split in proportion to their inputs, multiplicative gates (squeeze-excitation) held
 constant. Biases are left out of the z-rules, so relevance is conserved layer by layer; the
-conservation ratio is reported per image, never assumed. Grad-CAM on the last conv layer is a
-second lens; activation maps show each layer's strongest channels.
+conservation ratio is reported per image, never assumed, and a map whose relevance vanished is
+said to have vanished, not shown blank. Grad-CAM on the last conv layer is a second lens;
+activation maps show each layer's strongest channels.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ class ExplainedImage:
     logit: float  # the explained logit (predicted class)
     relevance_sum: float  # input relevance, summed
     conservation: float | None  # relevance_sum / logit; None when the logit is 0
+    vanished: bool  # see vanished(): no map is shown
     true_conservation: float | None  # for a mistake: the same for the true class
+    true_vanished: bool | None  # for a mistake: the same for the true class
     filter_relevance: dict[str, list[float]]  # per conv layer: relevance summed over each channel
     thumbnail: np.ndarray = field(metadata=NOT_EXPORTED)
     heatmap: np.ndarray = field(metadata=NOT_EXPORTED)  # input relevance, H × W
@@ -125,6 +128,21 @@ class RelevanceResult:  # rankings, not layers: ranking_for() looks a layer up
         return sum(
             image.conservation is None or abs(image.conservation - 1) > self.tolerance for image in self.images
         )
+
+    @property
+    def vanished(self) -> int:
+        return sum(image.vanished for image in self.images)
+
+
+def vanished(relevance: torch.Tensor, logit: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Per image: the input relevance is, in all, no larger than the error the conservation check
+    tolerates (Σ|R| ≤ tolerance · |logit|), so its map is indistinguishable from a blank one.
+
+    A conserved map has Σ|R| ≥ |Σ R| ≈ |logit|, so this only happens when relevance was lost on the
+    way: typically when the signals reaching the logit are below the rules' stabiliser ε, as in
+    an untrained googlenet whose logits (~0.01) are its biases and whose relevance sums to 1e-25.
+    """
+    return relevance.abs().flatten(1).sum(dim=1) <= tolerance * logit.abs()
 
 
 @dataclass(frozen=True)
@@ -492,7 +510,7 @@ class Relevance(Analysis):
         batch = ctx.config.batch_size
         targets = torch.from_numpy(predicted).to(ctx.device)
         truths = torch.from_numpy(labels).to(ctx.device)
-        parts: dict[str, list] = {"logit": [], "input": [], "layers": []}
+        parts: dict[str, list] = {"logit": [], "input": [], "vanished": [], "layers": []}
         wrong = np.flatnonzero(labels != predicted)
         with composite.context(model) as modified:  # registered once for every batch of the build
             for start in range(0, len(images), batch):
@@ -500,15 +518,17 @@ class Relevance(Analysis):
                 logit, relevance, layers = relevance_pass(modified, x, targets[start : start + batch], convs)
                 parts["logit"].append(logit)
                 parts["input"].append(relevance.sum(dim=1))
+                parts["vanished"].append(vanished(relevance, logit, settings.tolerance))
                 parts["layers"].append(layers)
             # Mistakes only: the relevance for the class the model should have said.
             true_logits, true_relevance = logits_and_relevance_for(modified, images[wrong], truths[wrong])
+        true_vanished = vanished(true_relevance, true_logits, settings.tolerance)
         true_of = {int(row): k for k, row in enumerate(wrong)}
         cams = grad_cam(ctx.model.module, convs[-1], images, targets) if convs else None
         with torch.no_grad(), recording(ctx.model.module, convs) as outputs:
             ctx.model.module(images)
             activations = dict(outputs)
-        logits, inputs = torch.cat(parts["logit"]), torch.cat(parts["input"])
+        logits, inputs, gone = torch.cat(parts["logit"]), torch.cat(parts["input"]), torch.cat(parts["vanished"])
         true_inputs = true_relevance.sum(dim=1)
         layer_maps = {name: torch.cat([p[name] for p in parts["layers"]]) for name in convs}
         _, pictures = thumbnails(ctx.dataset, [int(i) for i in indices])
@@ -526,7 +546,9 @@ class Relevance(Analysis):
                     logit=float(logits[n]),
                     relevance_sum=total,
                     conservation=_ratio(total, float(logits[n])),
+                    vanished=bool(gone[n]),
                     true_conservation=_ratio(float(true_inputs[k].sum()), float(true_logits[k])) if k is not None else None,
+                    true_vanished=bool(true_vanished[k]) if k is not None else None,
                     filter_relevance={l: layer_maps[l][n].sum(dim=(1, 2)).tolist() for l in convs},
                     thumbnail=pictures[n],
                     heatmap=inputs[n].cpu().numpy(),
@@ -553,6 +575,9 @@ def _top_channels(activation: torch.Tensor, count: int) -> ActivationMaps:
 
 
 def _ranking(layer: str, images: list[ExplainedImage], top: int) -> LayerRanking:
+    images = [image for image in images if not image.vanished]  # their shares would be rounding noise
+    if not images:
+        return LayerRanking(layer=layer, ranking=[], scores=[], cumulative=[], per_class={})
     shares = []
     for image in images:
         scores = np.array(image.filter_relevance[layer])
@@ -579,9 +604,9 @@ class ExplainedView:
     result: ExplainedImage
     anchor: str
     picture: str
-    heatmap: str  # LRP relevance over the image
+    heatmap: str | None  # LRP relevance over the image; None when it vanished
     gradcam: str | None
-    true_heatmap: str | None  # for a mistake: relevance for the true class
+    true_heatmap: str | None  # for a mistake: relevance for the true class, unless it vanished
 
 
 @dataclass(frozen=True)
@@ -593,7 +618,7 @@ class RelevanceOverview:
 @dataclass(frozen=True)
 class LayerImageRow:
     image: ExplainedView
-    heatmap: str  # this layer's relevance, summed over channels
+    heatmap: str | None  # this layer's relevance, summed over channels; None when it vanished
     activations: list[tuple[int, str]]  # (channel, picture) of the strongest channels
 
 
@@ -602,7 +627,7 @@ class LayerRelevanceView:
     ranking: LayerRanking
     curve: str
     rows: list[LayerImageRow]
-    explained: int  # images the ranking averages over
+    explained: int  # images the ranking averages over (those whose relevance did not vanish)
 
 
 def _explained_view(n: int, image: ExplainedImage, kit: ViewKit) -> ExplainedView:
@@ -612,11 +637,11 @@ def _explained_view(n: int, image: ExplainedImage, kit: ViewKit) -> ExplainedVie
         result=image,
         anchor=f"image-{n}",
         picture=picture(image.thumbnail, f"{stem}-image"),
-        heatmap=picture(overlay(image.thumbnail, image.heatmap), f"{stem}-lrp"),
+        heatmap=picture(overlay(image.thumbnail, image.heatmap), f"{stem}-lrp") if not image.vanished else None,
         gradcam=picture(overlay(image.thumbnail, image.gradcam, signed=False), f"{stem}-gradcam")
         if image.gradcam is not None else None,
         true_heatmap=picture(overlay(image.thumbnail, image.true_heatmap), f"{stem}-lrp-true")
-        if image.true_heatmap is not None else None,
+        if image.true_heatmap is not None and not image.true_vanished else None,
     )
 
 
@@ -626,7 +651,9 @@ def _layer_view(ranking: LayerRanking, result: RelevanceResult, explained: list[
     for n, view in enumerate(explained):
         image = view.result
         size = image.thumbnail.shape[:2]
-        heatmap = kit.pictures.image(signed_heatmap(image.layer_heatmaps[layer], size), f"relevance-{slug}-{n}")
+        heatmap = None if image.vanished else kit.pictures.image(
+            signed_heatmap(image.layer_heatmaps[layer], size), f"relevance-{slug}-{n}"
+        )
         maps = image.activation_maps[layer]
         activations = [
             (channel, kit.pictures.image(grey_map(values, size), f"activation-{slug}-{n}-{channel}"))
@@ -634,7 +661,7 @@ def _layer_view(ranking: LayerRanking, result: RelevanceResult, explained: list[
         ]
         rows.append(LayerImageRow(view, heatmap, activations))
     curve = kit.pictures.chart(cumulative_curve(ranking.cumulative, layer), f"relevance-{slug}-curve")
-    return LayerRelevanceView(ranking, curve, rows, len(result.images))
+    return LayerRelevanceView(ranking, curve, rows, len(result.images) - result.vanished)
 
 
 def cumulative_curve(cumulative: list[float], layer: str) -> plt.Figure:
