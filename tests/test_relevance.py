@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dossier.analyses.relevance import (
+    OrientedZPlus,
     RelevanceSettings,
     deep_taylor_composite,
     relevance_graph,
@@ -202,6 +203,22 @@ def test_agrees_with_a_two_layer_network_worked_by_hand() -> None:
     assert r_input.sum() == pytest.approx(logits[target])
 
 
+def test_each_unit_shares_its_relevance_by_the_sign_of_its_bias_free_input() -> None:
+    from zennit.composites import LayerMapComposite
+
+    layer = nn.Linear(3, 3)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 2.0, -1.0], [1.0, -2.0, -1.0], [1.0, -1.0, 0.0]]))
+        layer.bias.fill_(5.0)  # every output positive; the rule must go by x·w alone
+    x = torch.tensor([[1.0, 1.0, 2.0]], requires_grad=True)
+    # Contributions x·w: [1, 2, -2] (z = 1: the positive ones, 1/3 and 2/3), [1, -2, -2] (z = -3: the
+    # negative ones, 1/2 each), [1, -1, 0] (z = 0: evenly, 1/3 each); one unit of relevance each.
+    with LayerMapComposite([(nn.Linear, OrientedZPlus())]).context(layer) as modified:
+        out = modified(x)
+        (relevance,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    assert torch.allclose(relevance, torch.tensor([[1 / 3 + 1 / 3, 2 / 3 + 1 / 2 + 1 / 3, 1 / 2 + 1 / 3]]), atol=1e-5)
+
+
 def test_a_model_looking_at_the_left_half_gets_its_relevance_there() -> None:
     conv = nn.Conv2d(1, 2, 3, padding=1)
     head = nn.Linear(2 * 16 * 16, 2)
@@ -260,7 +277,8 @@ def test_a_model_whose_relevance_vanishes_says_so(project, cli) -> None:
         model.fc.bias.copy_(torch.tensor([0.02, 0.01, 0.0]))
     torch.save(model.state_dict(), project / "tiny.pt")
     out = project / "out"
-    assert cli("build", write_config(project, TINY_CONFIG), "--out", out, "--no-pdf", "--only", "relevance").exit_code == 0
+    config = write_config(project, TINY_CONFIG)
+    assert cli("build", config, "--out", out, "--no-pdf", "--only", "relevance").exit_code == 0
     result = json.loads((out / "dossier.json").read_text())["analyses"]["relevance"]
     assert result["images"] and all(image["vanished"] for image in result["images"])
     assert all(ranking["ranking"] == [] for ranking in result["rankings"])

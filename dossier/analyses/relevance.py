@@ -24,10 +24,10 @@ from pydantic import Field
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from zennit.canonizers import NamedMergeBatchNorm
-from zennit.core import Hook
+from zennit.core import Hook, ParamMod, Stabilizer
 from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
 from zennit.layer import Sum
-from zennit.rules import Flat, ZBox, ZPlus
+from zennit.rules import ClampMod, ZBox
 from zennit.types import Convolution
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
@@ -47,11 +47,16 @@ RULES = (
     "Σ x·w > 0, the negative ones where it is below 0, evenly where no input contributes; biases left out), z^B at "
     f"the input, BatchNorm merged into the conv whose output it reads, stabiliser ε = {_STABILISER:g}"
 )
+# Parameter modifiers of OrientedZPlus; biases are left out so that relevance is conserved.
+_POSITIVE_WEIGHTS = ClampMod(min=0.0, zero_params=["bias"])
+_NEGATIVE_WEIGHTS = ClampMod(max=0.0, zero_params=["bias"])
+_ONES = ParamMod(lambda param, _name: torch.ones_like(param), zero_params=["bias"], require_params=False)
 _MAP_PIXELS = 64  # stored heatmaps and activation maps are at most this large
 _ADDITIONS = (operator.add, operator.iadd, torch.add)
 _PRODUCTS = (operator.mul, operator.imul, torch.mul)
 _GATES = (nn.Sigmoid, nn.Hardsigmoid)  # after _functions_as_modules, the functional ones are these too
-_RESHAPES = {"view", "reshape", "unsqueeze", "expand", "expand_as", "flatten", torch.reshape, torch.unsqueeze, torch.flatten}
+_RESHAPES = {"view", "reshape", "unsqueeze", "expand", "expand_as", "flatten", torch.reshape, torch.unsqueeze,
+             torch.flatten}
 # Functions that become the module zennit has a rule for: activations pass relevance on (like a
 # ReLU), average poolings split it in proportion to their inputs.
 _AS_MODULES = {
@@ -186,9 +191,9 @@ class GateAsConstant(Hook):
 
 
 class OrientedZPlus(Hook):
-    """z⁺ in each unit's own orientation: relevance in proportion to the positive contributions for
-    a unit whose bias-free pre-activation z = Σ x·w is positive, to the negative ones where z < 0,
-    and evenly over its inputs (zennit's Flat rule) where z = 0.
+    """z⁺ in each unit's own orientation: relevance in proportion to the positive contributions x·w
+    for a unit whose bias-free pre-activation z = Σ x·w is positive, to the negative ones where
+    z < 0, and evenly over its inputs (zennit's Flat rule) where z = 0. Biases are left out.
 
     DTD derives z⁺ for ReLU units with z > 0, and there nothing changes. Linear bottlenecks
     (MobileNet, EfficientNet: conv + BatchNorm with no activation) and Hardswish/SiLU pass negative
@@ -196,22 +201,20 @@ class OrientedZPlus(Hook):
     plain z⁺ then splits a negative unit's relevance over its positive contributions, often none,
     and the relevance is lost (mobilenet_v3_small kept 87% with the gates fixed). Flipping a unit's
     sign (negating its weights, absorbed by the next layer) changes neither the network nor the
-    relevance it should get; for a bias-free map it is the same as negating the input, so the
-    mirror is z⁺ applied to -x. The orientation follows z, not the output: biases are left out of
-    the rules, and a BatchNorm merged into the conv often gives a negative z a positive bias.
-    z = 0 means no input contributes (a depthwise 3×3 window of dead ReLUs) while the bias keeps
-    the unit alive: every contribution-based rule drops its relevance (1–2% of the logit in
+    relevance it should get, so a negative unit gets the mirror image of z⁺. The orientation
+    follows z, not the output: a BatchNorm merged into the conv often gives a negative z a positive
+    bias. z = 0 means no input contributes (a depthwise 3×3 window of dead ReLUs) while the bias
+    keeps the unit alive: every contribution-based rule drops its relevance (1–2% of the logit in
     mobilenet_v3_small), so it goes evenly to the inputs the unit sees.
     """
 
-    def __init__(self, stabilizer: float = _STABILISER, zero_params: list[str] | None = None) -> None:
+    def __init__(self, stabilizer: float = _STABILISER) -> None:
         super().__init__()
-        self.stabilizer, self.zero_params = stabilizer, zero_params
-        self.zplus = ZPlus(stabilizer=stabilizer, zero_params=zero_params)
-        self.flat = Flat(stabilizer=stabilizer, zero_params=zero_params)
+        self.stabilizer = stabilizer
+        self.stabilise = Stabilizer.ensure(stabilizer)
 
     def copy(self) -> "OrientedZPlus":
-        return type(self)(self.stabilizer, self.zero_params)
+        return type(self)(self.stabilizer)
 
     def forward(self, module: nn.Module, input: tuple, output: torch.Tensor) -> None:
         self.stored_tensors["input"] = input
@@ -221,17 +224,35 @@ class OrientedZPlus(Hook):
 
     def backward(self, module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:
         relevance, orientation = grad_output[0], self.stored_tensors["orientation"]
-        (x,) = self.stored_tensors["input"]
-        total: tuple | None = None
-        for rule, rule_input, sign in ((self.zplus, x, 1), (self.zplus, -x, -1), (self.flat, x, 0)):
+        x = self.stored_tensors["input"][0].detach()
+        positive, negative = x.clamp(min=0), x.clamp(max=0)
+        contributions = {  # orientation -> (input, weights) pairs whose outputs make up the denominator
+            1: [(positive, _POSITIVE_WEIGHTS), (negative, _NEGATIVE_WEIGHTS)],
+            -1: [(negative, _POSITIVE_WEIGHTS), (positive, _NEGATIVE_WEIGHTS)],
+            0: [(torch.ones_like(x), _ONES)],
+        }
+        result = torch.zeros_like(x)
+        for sign, pairs in contributions.items():
             part = relevance * (orientation == sign)
-            if not part.any():  # in a ReLU network only the first part carries relevance
-                continue
-            rule.stored_tensors["input"] = (rule_input,)  # where BasicHook.backward reads the module's input
-            share = rule.backward(module, grad_input, (part,))
-            rule.stored_tensors.clear()
-            total = share if total is None else tuple(None if a is None else a + b for a, b in zip(total, share))
-        return total if total is not None else tuple(None if g is None else torch.zeros_like(g) for g in grad_input)
+            if part.any():  # in a ReLU network only z > 0 carries relevance
+                result = result + self._share(module, pairs, part)
+        return tuple(result if g is not None and g.shape == result.shape else None for g in grad_input)
+
+    def _share(self, module: nn.Module, pairs: list, relevance: torch.Tensor) -> torch.Tensor:
+        """Σ over pairs of input ∘ ∂/∂input [Σ_j relevance_j · out_j / Σ_pairs out_j]: each unit's
+        relevance split over its inputs in proportion to their contributions (zennit's BasicHook)."""
+        live = [(x, weights) for x, weights in pairs if x.any()]  # ReLU outputs have no negative part: half the work
+        if not live:  # an all-zero input has nothing to give relevance to
+            return torch.zeros_like(pairs[0][0])
+        inputs, outputs = [], []
+        for x, weights in live:
+            x = x.detach().requires_grad_()
+            with weights(module) as modified, torch.enable_grad():
+                outputs.append(modified.forward(x))
+            inputs.append(x)
+        scaled = relevance / self.stabilise(sum(outputs))
+        gradients = torch.autograd.grad(outputs, inputs, grad_outputs=[scaled] * len(outputs))
+        return sum(x.detach() * gradient for x, gradient in zip(inputs, gradients))
 
 
 def relevance_graph(model: nn.Module, example: torch.Tensor) -> tuple[fx.GraphModule, GraphRewrites]:
@@ -255,7 +276,9 @@ def relevance_graph(model: nn.Module, example: torch.Tensor) -> tuple[fx.GraphMo
     return graph_module, GraphRewrites(additions=additions, gates=gates, functions=functions)
 
 
-def _replace(graph_module: fx.GraphModule, node: fx.Node, module: nn.Module, args: tuple, stem: str, count: int) -> None:
+def _replace(
+    graph_module: fx.GraphModule, node: fx.Node, module: nn.Module, args: tuple, stem: str, count: int
+) -> None:
     """Replace node by a call of module (added as dossier_<stem>_<count>) on args."""
     name = f"dossier_{stem}_{count}"
     graph_module.add_submodule(name, module)
@@ -353,8 +376,8 @@ def deep_taylor_composite(model: nn.Module, conv_names: list[str], input_size, m
     merges = [([conv], bn) for conv, (bn, _) in batchnorm_after(model, conv_names, input_size, device).items()]
     return SpecialFirstLayerMapComposite(
         layer_map=layer_map_base(_STABILISER) + [
-            (Convolution, OrientedZPlus(stabilizer=_STABILISER, zero_params=["bias"])),
-            (nn.Linear, OrientedZPlus(stabilizer=_STABILISER, zero_params=["bias"])),
+            (Convolution, OrientedZPlus(_STABILISER)),
+            (nn.Linear, OrientedZPlus(_STABILISER)),
             (Gate, GateAsConstant()),
         ],
         # z^B belongs to whichever layer sees the pixels first, conv or dense.
