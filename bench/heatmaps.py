@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from dossier.analyses.relevance import deep_taylor_composite, relevance_pass, split_residual_additions
+from dossier.analyses.relevance import deep_taylor_composite, relevance_graph, relevance_pass
 
 REPEATS = 5
 
@@ -44,7 +44,7 @@ def main() -> None:
         torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), inputs)
 
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    traced, _ = split_residual_additions(model, x[:1])
+    traced, _ = relevance_graph(model, x[:1])
     composite = deep_taylor_composite(traced, convs, (3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), torch.device("cpu"))
     baseline = median_seconds(forward_backward)
     with composite.context(traced) as modified:

@@ -190,19 +190,22 @@ def batchnorm_after(
     residual, Inception branches) without knowing how the model is written."""
     modules = dict(model.named_modules())
     norms = {n: m for n, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    produced_by: dict[int, str] = {}  # id of a conv's output tensor -> the conv's name
+    # id of a conv's output -> (the conv's name, the output). The output is kept alive for the pass:
+    # a freed tensor's id is reused, and in DenseNet a later concatenation took a conv output's id,
+    # so the BatchNorm reading it was matched to that conv.
+    produced_by: dict[int, tuple[str, torch.Tensor]] = {}
     found: dict[str, tuple[str, nn.Module]] = {}
 
     def remember(name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            produced_by[id(output)] = name
+            produced_by[id(output)] = (name, output)
 
         return hook
 
     def match(bn_name: str):
         def pre_hook(_module: nn.Module, inputs: tuple) -> None:
-            source = produced_by.get(id(inputs[0]))
-            if source is not None and source not in found:
+            source, output = produced_by.get(id(inputs[0]), (None, None))
+            if output is inputs[0] and source not in found:
                 found[source] = (bn_name, norms[bn_name])
 
         return pre_hook

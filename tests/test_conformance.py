@@ -170,7 +170,7 @@ def test_an_exported_model_gets_the_eager_models_dossier(dossiers: dict[str, Pat
     units = [unit for layer in analyses["neuron_types"]["layers"] for unit in layer["rows"]]
     assert units and all(unit["dead"] is not None for unit in units)  # None: no activations recorded
     assert [layer["layer"] for layer in analyses["galleries"]["layers"]] == ["conv1", "conv2"]
-    assert analyses["relevance"]["residuals"].startswith("1 tensor addition(s) split")
+    assert analyses["relevance"]["graph"].startswith("1 tensor addition(s) split")
     assert all(abs(image["conservation"] - 1) < 0.01 for image in analyses["relevance"]["images"])
     assert _without_timings(analyses) == _without_timings(eager["analyses"])
     provenance = exported["provenance"]
