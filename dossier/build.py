@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import io
 import logging
 import os
 import resource
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dossier import __version__, results as results_io
@@ -27,6 +31,7 @@ from dossier.distributed import ContextSpec, Executor, LocalExecutor, executor_f
 from dossier.errors import DataError, DossierError
 from dossier.layers import discover_layers
 from dossier.model_source import load_model, resolve_device
+from dossier.plan import Cost, Plan, Probe, Stage, duration, footprint, parse_budget, plan_build
 from dossier.provenance import Provenance, Stopwatch, environment, package_versions
 from dossier.report.kit import ViewKit
 from dossier.report.pages import build_report
@@ -55,6 +60,7 @@ class ComputedResults:
     failures: dict[str, str]  # analysis -> what went wrong
     not_applicable: dict[str, str]  # analysis -> why it does not apply to this model
     cached: list[str]
+    plan: Plan | None = None  # the estimate the build was made with, and what the budget reduced
 
 
 def default_out_dir(config_path: Path) -> Path:
@@ -75,8 +81,10 @@ def build(
     only: list[str] | None = None,
     strict: bool = False,
     scheduler: str | None = None,
+    budget: str | None = None,
 ) -> BuildOutcome:
-    """Run every selected analysis and write the site, the PDF and dossier.json into out_dir."""
+    """Run every selected analysis and write the site, the PDF and dossier.json into out_dir.
+    `budget` (e.g. "20m", "none") overrides the config's."""
     out_dir = out_dir.resolve()
     _check_replaceable(out_dir)
     watch = Stopwatch()
@@ -84,11 +92,13 @@ def build(
     executor = executor_for(scheduler or config.scheduler)
     try:
         ctx = load_context(config, cache_dir, device or config.device, watch, executor)
+        seconds = parse_budget(budget if budget is not None else config.budget, ctx.device)
         names = [cls.name for cls in ordered([*ALWAYS_RUN, *(only if only is not None else REGISTRY)])]
-        computed = compute_results(ctx, names, cache_dir, watch, strict)
+        computed = compute_results(ctx, names, cache_dir, watch, strict, seconds, pdf)
     finally:
         executor.close()
     log.info("[5/5] rendering the site%s", " and the PDF" if pdf else "")
+    config = ctx.config  # with the budget's reductions, if any
     provenance = _provenance(config, ctx, watch, computed.cached)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_ensure_parent(out_dir)))
     try:
@@ -103,6 +113,7 @@ def build(
                 failures=computed.failures,
                 not_applicable=computed.not_applicable,
                 kit=ViewKit(staging, config, ctx.dataset.class_names, ctx.layers),
+                plan=computed.plan,
             )
             report.pdf_name = "dossier.pdf" if pdf else None
             write_site(report, staging)
@@ -122,6 +133,23 @@ def build(
         export=out_dir / "dossier.json",
         seconds=sum(watch.seconds.values()),
     )
+
+
+def plan(
+    config: Config, cache_dir: Path, *, device: str | None = None, budget: str | None = None,
+    only: list[str] | None = None, pdf: bool = True,
+) -> Plan:
+    """`dossier plan`: what a cold build of the config would take, stage by stage, timed on the
+    device; with a budget, what would be reduced to fit it."""
+    watch = Stopwatch()
+    ctx = load_context(config, cache_dir, device or config.device, watch)
+    names = [cls.name for cls in ordered([*ALWAYS_RUN, *(only if only is not None else REGISTRY)])]
+    analyses = [analysis for name in compute_order(names) if (analysis := REGISTRY[name]()).applies(ctx) is None]
+    seconds = parse_budget(budget if budget is not None else config.budget, ctx.device)
+    result = make_plan(ctx, analyses, None if seconds is None else seconds - watch.total, pdf)
+    loading = Stage("load", "load model, layers and data", Cost("as measured now", watch.total))
+    result.stages.insert(0, loading)
+    return result
 
 
 def load_context(
@@ -183,33 +211,45 @@ def _gpu_batch(model: torch.nn.Module, config: Config, device: torch.device) -> 
 
 
 def compute_results(
-    ctx: BuildContext, names: list[str], cache_dir: Path, watch: Stopwatch, strict: bool
+    ctx: BuildContext,
+    names: list[str],
+    cache_dir: Path,
+    watch: Stopwatch,
+    strict: bool,
+    budget: float | None = None,
+    pdf: bool = True,
 ) -> ComputedResults:
     """Results of the named analyses: from the cache when their inputs are unchanged, else one
-    shared data pass feeds every analysis that needs computing."""
-    results: dict[str, Any] = {}
+    shared data pass feeds every analysis that needs computing. Under a budget (seconds, from the
+    start of the build) the pending work is planned first and reduced until it fits."""
     failures: dict[str, str] = {}
     not_applicable: dict[str, str] = {}
-    pending: list[tuple[Analysis, Path]] = []
+    applicable: list[Analysis] = []
     for name in compute_order(names):
         analysis = REGISTRY[name]()
         reason = analysis.applies(ctx)
-        if reason is not None:
-            not_applicable[name] = reason
-            continue
-        path = cache_dir / "results" / f"{name}-{_result_key(ctx, analysis)}"
-        cached = results_io.load(analysis.result_type, path)
-        if cached is not None:
-            results[name] = cached
+        if reason is None:
+            applicable.append(analysis)
         else:
-            pending.append((analysis, path))
+            not_applicable[name] = reason
+    results, pending = _from_cache(ctx, applicable, cache_dir)
+    plan = None
+    if pending and budget is not None:
+        with watch.stage("plan"):
+            plan = make_plan(ctx, [analysis for analysis, _ in pending], budget - watch.total, pdf)
+        for line in plan.table().splitlines():
+            log.info("plan: %s", line)
+        if plan.reductions:
+            results, pending = _from_cache(ctx, applicable, cache_dir)
     cached_names = list(results)
     if not pending:
         log.info("[4/5] every analysis is cached: re-rendering only")
-        return ComputedResults(results, failures, not_applicable, cached_names)
+        return ComputedResults(results, failures, not_applicable, cached_names, plan)
     consumers = shared_data_pass(ctx, [analysis for analysis, _ in pending], watch)
     ctx.results = results
     for analysis, path in pending:
+        if plan is not None:
+            ctx.deadline = _deadline(plan, analysis.name)
         with watch.stage(f"analysis: {analysis.name}"):
             try:
                 result = analysis.finish(ctx, consumers.get(analysis.name))
@@ -223,7 +263,44 @@ def compute_results(
                 continue
         results_io.save(result, path)
         results[analysis.name] = result
-    return ComputedResults(results, failures, not_applicable, cached_names)
+    return ComputedResults(results, failures, not_applicable, cached_names, plan)
+
+
+def _from_cache(ctx: BuildContext, analyses: list[Analysis], cache_dir: Path) -> tuple[dict[str, Any], list[tuple[Analysis, Path]]]:
+    """The results already in the cache, and the analyses still to compute with where they go."""
+    results: dict[str, Any] = {}
+    pending: list[tuple[Analysis, Path]] = []
+    for analysis in analyses:
+        path = cache_dir / "results" / f"{analysis.name}-{_result_key(ctx, analysis)}"
+        cached = results_io.load(analysis.result_type, path)
+        if cached is not None:
+            results[analysis.name] = cached
+        else:
+            pending.append((analysis, path))
+    return results, pending
+
+
+def make_plan(ctx: BuildContext, analyses: list[Analysis], budget: float | None, pdf: bool) -> Plan:
+    """Time a few real steps of every stage and estimate the build; under a budget, reduce its
+    settings until it fits (ctx then builds with the reduced settings)."""
+    plan, config = plan_build(ctx, analyses, budget, data_pass_estimate, functools.partial(render_estimate, pdf=pdf))
+    if config is not ctx.config:
+        ctx.reconfigure(config)
+    plan.started = time.time()
+    return plan
+
+
+def _deadline(plan: Plan, name: str) -> float | None:
+    """When an analysis must be done for the stages after it to fit in the budget; and the ETA."""
+    now = time.time()
+    remaining = plan.seconds_of(name) + plan.after(name)
+    log.info(
+        "%s: estimated %s; build ETA %s", name, duration(plan.seconds_of(name)),
+        datetime.fromtimestamp(now + remaining).strftime("%H:%M:%S"),
+    )
+    if plan.budget is None:
+        return None
+    return plan.started + plan.budget - plan.planning_seconds - plan.after(name)
 
 
 def compute_order(names: list[str]) -> list[str]:
@@ -235,6 +312,86 @@ def compute_order(names: list[str]) -> list[str]:
         remaining.remove(ready)
         done.append(ready)
     return done
+
+
+_PAGE_SECONDS = 0.05  # rendering one HTML page from its views
+_SITE_PIXELS_PER_UNIT = 10  # small pictures a gallery card shows, in thumbnails
+_RENDER_CHARTS_PER_CONV = 4  # kernel clusters, Mapper graph, relevance curve, control
+
+
+def data_pass_estimate(ctx: BuildContext, analyses: list[Analysis], probe: Probe, config: Config) -> list[Stage]:
+    """Two real batches through every consumer: the time of one batch, and how the statistics'
+    memory grows with the data."""
+    feeding = tuple(a.name for a in analyses if a.consumer(ctx) is not None)
+    if not feeding:
+        return []
+    batch, images = ctx.options.batch_size, len(ctx.dataset)
+
+    def measure() -> tuple[float, int, int]:
+        consumers = [REGISTRY[name]().consumer(ctx) for name in feeding]
+        layers = [layer.name for layer in ctx.recorded_layers]
+        inputs_of = [ctx.classifier] if ctx.classifier else []
+
+        def feed(rows: range) -> None:
+            data_pass(ctx.model.module, ctx.dataset, layers, ctx.options, consumers, indices=rows,
+                      logits_layer=_logits_layer(ctx), inputs_of=inputs_of)
+
+        feed(range(0, min(images, batch)))
+        first = footprint(consumers)
+        started = time.perf_counter()
+        feed(range(min(images, batch), min(images, 2 * batch)) if images > batch else range(0, min(images, batch)))
+        return time.perf_counter() - started, first, footprint(consumers)
+
+    seconds, first, second = probe.remember(("data pass", feeding), measure)
+    batches = -(-images // batch)
+    mib = (first + (second - first) * (batches - 1)) / 2**20
+    work = f"{images:,} images in {batches} batches of {batch}, {len(ctx.recorded_layers)} layers, {len(feeding)} statistics"
+    return [Stage("data pass", "data pass", Cost(work, seconds * batches, mib, "data.limit"))]
+
+
+def render_estimate(
+    ctx: BuildContext, analyses: list[Analysis], probe: Probe, config: Config, pdf: bool = True
+) -> list[Stage]:
+    """The site and the PDF, from timed pieces: one chart, one megapixel of pictures, one page."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from dossier.report.pictures import SHEET_QUALITY
+
+    convs, units = ctx.conv_layers, sum(layer.units or 0 for layer in ctx.conv_layers)
+    side = min(96, max(config.model.input_size[1:]))
+
+    def chart() -> None:
+        figure, axes = plt.subplots(figsize=(8, 3.2))
+        axes.plot(range(20), range(20), marker="o")
+        figure.savefig(io.BytesIO(), dpi=200, bbox_inches="tight")
+        plt.close(figure)
+
+    def megapixel() -> None:
+        noise = np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(io.BytesIO(), format="webp", quality=SHEET_QUALITY, method=4)
+
+    charts = 8 + _RENDER_CHARTS_PER_CONV * len(convs)
+    megapixels = units * _SITE_PIXELS_PER_UNIT * side * side / 1e6
+    pages = 6 + len(ctx.layers) + units // 64
+    site = charts * probe.seconds("chart", chart) + megapixels * probe.seconds("megapixel", megapixel) + pages * _PAGE_SECONDS
+    stages = [Stage("render site", "render site", Cost(f"{pages:,} pages, {charts} charts, {megapixels:.0f} Mpx of pictures", site))]
+    if pdf:
+        pdf_pages = 10 + 5 * len(convs) + len(ctx.layers)
+        seconds = pdf_pages * probe.remember("pdf page", _pdf_page_seconds)
+        stages.append(Stage("render PDF", "render PDF", Cost(f"about {pdf_pages} pages", seconds)))
+    return stages
+
+
+def _pdf_page_seconds() -> float:
+    """WeasyPrint's time per page, on a few pages of tables like a dossier's."""
+    import weasyprint
+
+    rows = "".join(f"<tr><td>{n}</td><td>{n * 0.5:.3f}</td><td>layer {n}</td></tr>" for n in range(40))
+    html = "<html><body>" + "".join(f"<h2>Part {k}</h2><table>{rows}</table><p style='break-after: page'></p>" for k in range(3))
+    started = time.perf_counter()
+    weasyprint.HTML(string=html + "</body></html>").write_pdf()
+    return (time.perf_counter() - started) / 3
 
 
 @dataclass
@@ -343,10 +500,12 @@ def _peak_memory_mib(device: torch.device) -> float:
 
 def export_document(config: Config, provenance: Provenance, layers, computed: ComputedResults) -> dict[str, Any]:
     """dossier.json: every number the report shows."""
+    plan = computed.plan
     return {
         "dossier_version": __version__,
         "title": config.display_title,
         "config": config.model_dump(mode="json"),
+        "plan": results_io.to_export(plan) if plan else None,
         "provenance": results_io.to_export(provenance),
         "layers": [
             {**dataclasses.asdict(layer), "depth": depth} for depth, layer in enumerate(layers, start=1)

@@ -60,6 +60,12 @@ def main() -> None:
     help="Run the data pass and the per-layer work on Dask: a scheduler address (tcp://host:8786) or "
     "local:N for N local worker processes. Overrides the config's `scheduler`.",
 )
+@click.option(
+    "--budget",
+    metavar="DURATION",
+    help="Fit the build in this much time (20m, 1h30m, none): dossier plans it and reduces the work in a "
+    "documented order, saying so on every page. Overrides the config's `budget` (auto: 20m on a CPU).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
 def build(
     config_file: Path,
@@ -69,6 +75,7 @@ def build(
     only: tuple[str, ...],
     strict: bool,
     scheduler: str | None,
+    budget: str | None,
     verbose: bool,
 ) -> None:
     """Build the dossier described by CONFIG_FILE (YAML; see `dossier init`)."""
@@ -88,12 +95,35 @@ def build(
         only=list(only) if only else None,
         strict=strict,
         scheduler=scheduler,
+        budget=budget,
     )
     click.echo(f"site:  {outcome.index}")
     if outcome.pdf:
         click.echo(f"pdf:   {outcome.pdf}")
     click.echo(f"json:  {outcome.export}")
     click.echo(f"open:  {outcome.index.as_uri()}")
+
+
+@main.command()
+@click.argument("config_file", type=click.Path(path_type=Path))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Overrides the config's `device`.")
+@click.option("--budget", metavar="DURATION", help="Show what a build with this budget would reduce (20m, 1h30m, none).")
+@click.option("--only", multiple=True, type=click.Choice(sorted(set(REGISTRY) - set(ALWAYS_RUN))), help="Plan only this analysis (repeatable).")
+@click.option("--no-pdf", is_flag=True, help="Leave the PDF out of the plan.")
+def plan(config_file: Path, device: str | None, budget: str | None, only: tuple[str, ...], no_pdf: bool) -> None:
+    """Estimate a cold build of CONFIG_FILE stage by stage (time, memory, what dominates), from a few
+    real steps timed on the device: one data batch, an optimisation step per layer, a relevance
+    batch, a probe fit, and so on."""
+    _configure_logging(False)
+    from dossier.build import cache_dir_for, default_out_dir, plan as make_plan
+
+    config = load_config(config_file)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir_for(default_out_dir(config_file)) / "numba"))
+    estimate = make_plan(
+        config, cache_dir_for(default_out_dir(config_file)), device=device, budget=budget,
+        only=list(only) if only else None, pdf=not no_pdf,
+    )
+    click.echo(estimate.table())
 
 
 @main.command()

@@ -166,6 +166,9 @@ class Config(StrictModel):
     scheduler: str | None = Field(
         None, description="a Dask scheduler address, or local:N for N local worker processes"
     )
+    budget: str | None = Field(
+        "auto", description="e.g. 20m or 1h30m: reduce the work to fit; auto: 20m on a CPU, none on a GPU"
+    )
     seed: int = Field(0, description="every random choice of the build derives from it")
     analyses: AnalysesConfig = Field(  # type: ignore[valid-type]
         default_factory=AnalysesConfig, description="per-analysis settings (defaults shown)"

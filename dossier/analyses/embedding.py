@@ -13,7 +13,9 @@ from sklearn.neighbors import NearestNeighbors
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
 from dossier.analyses.commute import ACTIVATION_SPACE
+from dossier.analyses.purity import balanced_count
 from dossier.capture import Batch, input_key
+from dossier.plan import Cost, Probe, Reduction, random_codes
 from dossier.report.jsdata import js_global
 from dossier.report.kit import SectionView, ViewKit
 from dossier.report.pictures import CLASS_COLOURS, class_colour
@@ -87,6 +89,7 @@ class Embedding(Analysis):
     result_type = EmbeddingResult
     settings_type = EmbeddingSettings
     page = ACTIVATION_SPACE
+    reductions = (Reduction("sample", (1000, 500), "the embedding map of a smaller class-balanced sample", rank=3),)
 
     def applies(self, ctx: BuildContext) -> str | None:
         if not ctx.hookable:
@@ -94,6 +97,14 @@ class Embedding(Analysis):
         if ctx.classifier is None:
             return "the recorded layers end in no Linear classifier whose input could be embedded"
         return None
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: EmbeddingSettings) -> Cost:
+        images = balanced_count(ctx.dataset.labels, settings.sample)
+        classifier = dict(ctx.model.module.named_modules())[ctx.classifier]
+        features = int(getattr(classifier, "in_features", 256))
+        codes = random_codes(images, features, len(ctx.dataset.class_names), ctx.config.seed)[0]
+        seconds = probe.seconds(("umap", images, features), lambda: umap_2d(codes, settings.neighbors, settings.min_dist, 0))
+        return Cost(f"UMAP of {images:,} codes of {features}", seconds, shrink="analyses.embedding.sample")
 
     def consumer(self, ctx: BuildContext) -> _PenultimateCodes:
         keep = balanced_sample(ctx.dataset.labels, self.settings(ctx.config).sample, ctx.config.seed)

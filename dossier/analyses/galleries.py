@@ -10,7 +10,9 @@ of the unit's top exemplars.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
+from itertools import zip_longest
 from typing import Literal
 
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 from pydantic import Field
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, NO_CONV_LAYERS, Analysis, BuildContext, register
+from dossier.plan import Cost, Probe, Reduction
 from dossier.analyses.neuron_types import PAGE as NEURON_TYPES_PAGE
 from dossier.capture import Batch, recording
 from dossier.featurevis import Transforms, channel, histogram_peaks, optimise
@@ -36,6 +39,9 @@ class GalleriesSettings(SectionSettings):
     parameterisation: Literal["fourier", "pixel", "laplacian"] = Field(
         "fourier", description="fourier (colour-decorrelated for RGB) | pixel | laplacian"
     )
+    units: int | None = Field(
+        None, ge=1, description="optimise the N units per layer that matter most (selectivity, relevance); null: all"
+    )
     units_per_batch: int = Field(64, ge=1, description="units optimised together, one batch element each")
     exemplars: int = Field(6, ge=1, description="top and bottom data-set images per unit")
     colour_threshold: float = Field(3.0, ge=0, description="std of the RGB histogram peaks of a colour-blind unit (0–255)")
@@ -45,9 +51,10 @@ class GalleriesSettings(SectionSettings):
 @dataclass(frozen=True)
 class UnitCard:
     unit: int
+    optimised: bool  # False: no optimised images (the time budget left this unit out)
     dataset_max: float  # largest spatial-mean activation over the data
-    reached_max: float  # the max image's spatial-mean activation
-    reached_min: float
+    reached_max: float | None  # the max image's spatial-mean activation
+    reached_min: float | None
     quality: float | None  # reached_max / dataset_max
     top: list[int]  # data-set indices, most exciting first
     top_values: list[float]
@@ -57,8 +64,8 @@ class UnitCard:
     colour_peaks: list[int] | None  # per-channel histogram peak of the max image (0–255)
     colour_blind: bool | None  # None for 1-channel inputs
     grayscale_ratio: float | None  # activation on grayscale top exemplars ÷ on the originals
-    max_image: np.ndarray = field(metadata=NOT_EXPORTED)
-    min_image: np.ndarray = field(metadata=NOT_EXPORTED)
+    max_image: np.ndarray | None = field(metadata=NOT_EXPORTED)
+    min_image: np.ndarray | None = field(metadata=NOT_EXPORTED)
     patches: np.ndarray = field(metadata=NOT_EXPORTED)
 
 
@@ -66,6 +73,8 @@ class UnitCard:
 class LayerGallery:
     layer: str
     units: list[UnitCard]
+    optimised: int  # units with optimised images
+    left_out: str  # why the others have none ("" when every unit has them)
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,12 @@ class Galleries(Analysis):
     settings_type = GalleriesSettings
     page = NEURON_TYPES_PAGE  # colour-blind units by depth sit beside the other neuron types
     unit_anchor_rank = 0
+    after = ("neuron_types", "relevance")  # which units matter most, when not every unit is optimised
+    reductions = (
+        Reduction("units", (64, 32, 16, 8, 4, 2, 1), "optimised images only for the units per layer that matter most "
+                  "(class selectivity, then relevance); every unit keeps its exemplars", rank=1),
+        Reduction("steps", (32, 24, 16), "fewer Adam steps per optimised image: less converged pictures", rank=2),
+    )
 
     def applies(self, ctx: BuildContext) -> str | None:
         if not ctx.hookable:
@@ -167,7 +182,10 @@ class Galleries(Analysis):
         settings = self.settings(ctx.config)
         channels = ctx.config.model.input_size[0]
         jobs = [
-            (info, consumer.state[info.name], consumer.norms[info.name][0] if info.name in consumer.norms else None)
+            (
+                info, consumer.state[info.name], consumer.norms[info.name][0] if info.name in consumer.norms else None,
+                importance(ctx, info.name, consumer.state[info.name]),
+            )
             for info in ctx.recorded_layers
             if info.name in consumer.state
         ]
@@ -184,6 +202,21 @@ class Galleries(Analysis):
             layers=layers,
             pictures=dict(zip(kept, images)),
         )
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: GalleriesSettings) -> Cost:
+        seconds, optimised, units = 0.0, 0, 0
+        for info in ctx.conv_layers:
+            count = info.units or 0
+            chosen = count if settings.units is None else min(count, settings.units)
+            for start in range(0, chosen, settings.units_per_batch):
+                batch = min(settings.units_per_batch, chosen - start)
+                seconds += 2 * probe.optimisation(info.name, batch, settings.steps, settings.parameterisation)  # max, min
+            exemplars = min(count * settings.exemplars, len(ctx.dataset))
+            seconds += probe.forward_per_image() * (2 * chosen + 2 * exemplars)  # what they reach; grayscale
+            seconds += probe.image_seconds() * (count * settings.exemplars + exemplars)  # patches; grayscale
+            optimised, units = optimised + chosen, units + count
+        work = f"{optimised:,} of {units:,} units × 2 images × {settings.steps} steps"
+        return Cost(work, seconds, shrink="analyses.galleries.units, analyses.galleries.steps")
 
     def unit_labels(self, result: GalleriesResult, kit: ViewKit) -> list[UnitLabel]:
         return [
@@ -202,62 +235,81 @@ class Galleries(Analysis):
 
 
 def _layer_gallery(ctx: BuildContext, job: tuple) -> LayerGallery:
-    """Every unit of one layer: optimised images, what they reach, exemplars, patches, colour."""
-    info, state, norm_name = job
+    """One layer: optimised images for its most important units (all, unless the budget says
+    otherwise), and for every unit what they reach, exemplars, patches and colour."""
+    info, state, norm_name, order = job
     settings = ctx.config.analyses.galleries
     norm = dict(ctx.model.module.named_modules())[norm_name] if norm_name else None
     units = info.output_shape[0]
-    model, config = ctx.model.module, ctx.config
+    chosen = order[: settings.units] if settings.units is not None else order
+    late = ctx.deadline is not None and time.time() > ctx.deadline
+    if late:
+        chosen = []
+    images = _optimised(ctx, info.name, sorted(chosen), norm) if chosen else {}
+    gray_ratio = _grayscale_ratio(ctx, info.name, state["top_ids"], norm) if ctx.config.model.input_size[0] == 3 else None
+    cards = [_card(ctx, info, state, u, images.get(u), gray_ratio) for u in range(units)]
+    why = ""
+    if late:
+        why = "the time budget ran out before this layer"
+    elif len(chosen) < units:
+        why = f"the time budget allowed the {len(chosen)} units that matter most (class selectivity, then relevance)"
+    return LayerGallery(info.name, cards, len(chosen), why)
+
+
+def _optimised(ctx: BuildContext, layer: str, units: list[int], norm) -> dict[int, tuple[torch.Tensor, torch.Tensor, float, float]]:
+    """Per unit: its max and min images and the activations they reach."""
+    settings, config = ctx.config.analyses.galleries, ctx.config
     common = dict(
-        layers=[info.name], input_size=config.model.input_size, mean=config.model.channel_mean,
+        layers=[layer], input_size=config.model.input_size, mean=config.model.channel_mean,
         std=config.model.channel_std, steps=settings.steps, parameterisation=settings.parameterisation,
         transforms=Transforms(), device=ctx.device,
     )
-    maxima, minima = [], []
-    for start in range(0, units, settings.units_per_batch):
-        chosen = torch.arange(start, min(units, start + settings.units_per_batch), device=ctx.device)
-        maxima.append(optimise(model, channel(info.name, chosen, 1.0, norm), batch=len(chosen), seed=config.seed + start, **common))
-        minima.append(optimise(model, channel(info.name, chosen, -1.0, norm), batch=len(chosen), seed=config.seed + start + 1, **common))
-    max_images, min_images = torch.cat(maxima), torch.cat(minima)
-    reached_max = _reached(ctx, info.name, max_images, norm)
-    reached_min = _reached(ctx, info.name, min_images, norm)
-    gray_ratio = _grayscale_ratio(ctx, info.name, state["top_ids"], norm) if config.model.input_size[0] == 3 else None
-    cards = []
-    for u in range(units):
-        max_pixels = _to_uint8(max_images[u])
-        peaks = histogram_peaks(max_pixels) if max_pixels.shape[2] == 3 else None
-        dataset_max = float(state["top"][u, 0])
-        cards.append(
-            UnitCard(
-                unit=u,
-                dataset_max=dataset_max,
-                reached_max=float(reached_max[u]),
-                reached_min=float(reached_min[u]),
-                quality=float(reached_max[u] / dataset_max) if dataset_max > 0 else None,
-                top=state["top_ids"][u].tolist(),
-                top_values=state["top"][u].tolist(),
-                bottom=state["bottom_ids"][u].tolist(),
-                bottom_values=state["bottom"][u].tolist(),
-                patch_values=state["peak"][u].tolist(),
-                colour_peaks=peaks,
-                colour_blind=bool(np.std(peaks) <= settings.colour_threshold) if peaks else None,
-                grayscale_ratio=float(gray_ratio[u]) if gray_ratio is not None else None,
-                max_image=thumbnail(max_pixels, upscale=False),
-                min_image=thumbnail(_to_uint8(min_images[u]), upscale=False),
-                patches=_patches(ctx, info, state, u),
-            )
-        )
-    return LayerGallery(info.name, cards)
+    found = {}
+    for start in range(0, len(units), settings.units_per_batch):
+        batch = torch.tensor(units[start : start + settings.units_per_batch], device=ctx.device)
+        seed = config.seed + int(batch[0])
+        maxima = optimise(ctx.model.module, channel(layer, batch, 1.0, norm), batch=len(batch), seed=seed, **common)
+        minima = optimise(ctx.model.module, channel(layer, batch, -1.0, norm), batch=len(batch), seed=seed + 1, **common)
+        reached_max, reached_min = _reached(ctx, layer, maxima, batch, norm), _reached(ctx, layer, minima, batch, norm)
+        for k, unit in enumerate(batch.tolist()):
+            found[unit] = (maxima[k], minima[k], float(reached_max[k]), float(reached_min[k]))
+    return found
 
 
-def _reached(ctx: BuildContext, layer: str, images: torch.Tensor, norm) -> torch.Tensor:
-    normalised = (images - torch.tensor(ctx.config.model.channel_mean, device=images.device).view(1, -1, 1, 1)) / torch.tensor(
-        ctx.config.model.channel_std, device=images.device
-    ).view(1, -1, 1, 1)
+def _card(ctx: BuildContext, info, state: dict[str, torch.Tensor], u: int, optimised, gray_ratio) -> UnitCard:
+    settings = ctx.config.analyses.galleries
+    dataset_max = float(state["top"][u, 0])
+    max_pixels = _to_uint8(optimised[0]) if optimised else None
+    peaks = histogram_peaks(max_pixels) if max_pixels is not None and max_pixels.shape[2] == 3 else None
+    return UnitCard(
+        unit=u,
+        optimised=optimised is not None,
+        dataset_max=dataset_max,
+        reached_max=optimised[2] if optimised else None,
+        reached_min=optimised[3] if optimised else None,
+        quality=optimised[2] / dataset_max if optimised and dataset_max > 0 else None,
+        top=state["top_ids"][u].tolist(),
+        top_values=state["top"][u].tolist(),
+        bottom=state["bottom_ids"][u].tolist(),
+        bottom_values=state["bottom"][u].tolist(),
+        patch_values=state["peak"][u].tolist(),
+        colour_peaks=peaks,
+        colour_blind=bool(np.std(peaks) <= settings.colour_threshold) if peaks else None,
+        grayscale_ratio=float(gray_ratio[u]) if gray_ratio is not None else None,
+        max_image=thumbnail(max_pixels, upscale=False) if optimised else None,
+        min_image=thumbnail(_to_uint8(optimised[1]), upscale=False) if optimised else None,
+        patches=_patches(ctx, info, state, u),
+    )
+
+
+def _reached(ctx: BuildContext, layer: str, images: torch.Tensor, units: torch.Tensor, norm) -> torch.Tensor:
+    """The spatial-mean activation image k reaches on unit units[k]."""
+    mean = torch.tensor(ctx.config.model.channel_mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(ctx.config.model.channel_std, device=images.device).view(1, -1, 1, 1)
     with torch.no_grad(), recording(ctx.model.module, [layer]) as outputs:
-        ctx.model.module(normalised)
+        ctx.model.module((images - mean) / std)
         activation = (norm(outputs[layer]) if norm is not None else outputs[layer]).mean(dim=(2, 3))
-    return activation[torch.arange(len(images)), torch.arange(len(images))].cpu()
+    return activation[torch.arange(len(images)), units].cpu()
 
 
 def _grayscale_ratio(ctx: BuildContext, layer: str, top_ids: torch.Tensor, norm) -> np.ndarray:
@@ -319,7 +371,7 @@ def _view(result: GalleriesResult, kit: ViewKit, count: int) -> SectionView:
             for k, chunk in enumerate(chunks)
         ]
         printed = [_card_view(card, result, kit, f"gallery-{slug}-print") for card in layer.units if card.unit in chosen]
-        view = GalleryView(gallery_pages, 0, printed, result, _pdf_rule(count), _colour_blind_share(layer))
+        view = GalleryView(gallery_pages, 0, printed, result, layer, _pdf_rule(count), _colour_blind_share(layer))
         layers[layer.layer] = view
         pages += [
             ExtraPage(page.filename, f"{layer.layer} · units {page.first}–{page.last}", layer.layer, replace(view, current=k))
@@ -331,8 +383,8 @@ def _view(result: GalleriesResult, kit: ViewKit, count: int) -> SectionView:
 @dataclass(frozen=True)
 class CardView:
     card: UnitCard
-    max_image: Sprite
-    min_image: Sprite
+    max_image: Sprite | None  # None: not optimised
+    min_image: Sprite | None
     top: list[Sprite]  # the top exemplars
     bottom: list[Sprite]
     patches: list[Sprite]
@@ -352,6 +404,7 @@ class GalleryView:
     current: int  # the page this view shows
     printed: list[CardView]  # the units the PDF shows
     run: GalleriesResult  # steps, parameterisation of the whole run
+    layer: LayerGallery
     pdf_rule: str
     colour_blind: float | None  # share of the layer's units
 
@@ -376,6 +429,20 @@ def pdf_units(selective: list[int], relevant: list[int], count: int) -> set[int]
     return set(chosen)
 
 
+def importance(ctx: BuildContext, layer: str, state: dict[str, torch.Tensor]) -> list[int]:
+    """A layer's units, those that matter most first: the most class-selective and the most
+    relevant in turn, then the rest by their largest activation on the data."""
+    results = ctx.results
+    selective = results["neuron_types"].most_selective(layer) if "neuron_types" in results else []
+    ranking = results["relevance"].ranking_for(layer) if "relevance" in results else None
+    relevant = ranking.ranking if ranking else []
+    by_activation = torch.argsort(state["top"][:, 0], descending=True, stable=True).tolist()
+    order: list[int] = []
+    for pair in zip_longest(selective, relevant):
+        order += [unit for unit in pair if unit is not None and unit not in order]
+    return order + [unit for unit in by_activation if unit not in order]
+
+
 def _pdf_rule(count: int) -> str:
     return f"the {(count + 1) // 2} most class-selective units, then the most relevant (relevance ranking), {count} in all"
 
@@ -385,8 +452,8 @@ def _card_view(card: UnitCard, result: GalleriesResult, kit: ViewKit, group: str
     sprite = kit.pictures.sprite
     return CardView(
         card=card,
-        max_image=sprite(card.max_image, group),
-        min_image=sprite(card.min_image, group),
+        max_image=sprite(card.max_image, group) if card.optimised else None,
+        min_image=sprite(card.min_image, group) if card.optimised else None,
         top=[sprite(result.pictures[i], group, key=i) for i in card.top if i in result.pictures],
         bottom=[sprite(result.pictures[i], group, key=i) for i in card.bottom if i in result.pictures],
         patches=[sprite(patch, group) for patch in card.patches],
@@ -394,9 +461,9 @@ def _card_view(card: UnitCard, result: GalleriesResult, kit: ViewKit, group: str
 
 
 def _colour_blind_share(layer: LayerGallery) -> float | None:
-    if not layer.units or layer.units[0].colour_blind is None:
-        return None
-    return sum(bool(card.colour_blind) for card in layer.units) / len(layer.units)
+    """Share of the optimised units that are colour-blind (it is read from their max images)."""
+    judged = [card for card in layer.units if card.colour_blind is not None]
+    return sum(card.colour_blind for card in judged) / len(judged) if judged else None
 
 
 def _colour_overview(result: GalleriesResult, kit: ViewKit) -> ColourOverview:

@@ -29,6 +29,7 @@ from dossier.report.kit import Column, SearchEntry, SectionView, ViewKit
 from dossier.report.pictures import CLASS_COLOURS
 from dossier.results import ByLayer
 from dossier.settings import SectionSettings
+from dossier.plan import Cost, Probe, side_by_side
 from dossier.weights import control_weights, conv_layer_weights, spatial_conv_layers
 
 ONE_BY_ONE_REASON = (
@@ -206,6 +207,16 @@ class KernelClusters(Analysis):
     def applies(self, ctx: BuildContext) -> str | None:
         return spatial_kernels_reason(ctx)
 
+    def cost(self, ctx: BuildContext, probe: Probe, settings: KernelClustersSettings) -> Cost:
+        weights = [w for _, w in conv_layer_weights(ctx.model.module, [layer.name for layer in ctx.layers])]
+        clustered = [w for w in weights if w.shape[2] * w.shape[3] > 1 and len(w) >= _MIN_UNITS]
+        # Ward and the affinity matrix grow with units² × weights per unit; UMAP adds about a constant
+        tasks = affine_estimate(probe, "kernel clusters", clustered, lambda w: len(w) ** 2 * w[0].size,
+                                lambda w: cluster_kernels("probe", w, settings, ctx.config.seed))
+        tasks += tasks[:1]  # the random-init control of the first layer
+        units = sum(len(w) for w in clustered)
+        return Cost(f"{len(clustered)} layers, {units:,} units", side_by_side(tasks, ctx.executor.workers))
+
     def finish(self, ctx: BuildContext, consumer: None) -> KernelClustersResult:
         names = [layer.name for layer in ctx.layers]
         control = control_weights(ctx.model.module, names, ctx.config.seed)
@@ -244,6 +255,19 @@ def views_with_control(entries: list, control: Any, make: Callable[..., Any], ki
 def _layer_clusters(ctx: BuildContext, job: tuple[str, np.ndarray]) -> LayerKernelClusters:
     name, weight = job
     return cluster_kernels(name, weight, ctx.config.analyses.kernel_clusters, ctx.config.seed)
+
+
+def affine_estimate(
+    probe: Probe, key: str, items: list, size: Callable[[Any], float], run: Callable[[Any], Any]
+) -> list[float]:
+    """Per item, its time on a line through two real timings: the largest item and the smallest."""
+    if not items:
+        return []
+    large, small = max(items, key=size), min(items, key=size)
+    t_large = probe.cpu_seconds((key, "large"), lambda: run(large))
+    t_small = probe.cpu_seconds((key, "small"), lambda: run(small)) if size(small) < size(large) else t_large
+    slope = (t_large - t_small) / (size(large) - size(small)) if size(large) > size(small) else 0.0
+    return [max(0.0, t_small + slope * (size(item) - size(small))) for item in items]
 
 
 def spatial_kernels_reason(ctx: BuildContext) -> str | None:

@@ -27,7 +27,8 @@ from dossier.report.kit import Column, CrossPage, SectionView, UnitLabel, ViewKi
 from dossier.report.pictures import type_share_chart
 from dossier.results import ByLayer
 from dossier.settings import SectionSettings
-from dossier.weights import conv_weight
+from dossier.plan import Cost, Probe
+from dossier.weights import conv_layer_weights, conv_weight
 
 SIDES = ("top", "bottom", "left", "right")
 PAGE = CrossPage("neuron-types.html", "Neuron types by depth")
@@ -80,6 +81,12 @@ class NeuronTypesResult(ByLayer):
     activation_ratio: float
     selectivity_threshold: float
     layers: list[LayerTypes]
+
+    def most_selective(self, layer: str) -> list[int]:
+        """The layer's units by class selectivity, highest first (dead units have none)."""
+        entry = self.for_layer(layer)
+        rows = [r for r in entry.rows if r.selectivity is not None] if entry else []
+        return [r.unit for r in sorted(rows, key=lambda r: -r.selectivity)]
 
 
 def ks_spreads(weight: np.ndarray) -> tuple[float, float] | None:
@@ -200,6 +207,18 @@ class NeuronTypes(Analysis):
             return None
         return _UnitStatistics(convs, ctx.conv_norms, len(ctx.dataset.class_names))
 
+    def cost(self, ctx: BuildContext, probe: Probe, settings: NeuronTypesSettings) -> Cost | None:
+        weights = [w for _, w in conv_layer_weights(ctx.model.module, [layer.name for layer in ctx.layers])]
+        spatial = [w for w in weights if w.shape[2] >= 3 and w.shape[3] >= 3]
+        if not spatial:
+            return None
+        widest = max(spatial, key=lambda w: w[0].size)
+        units = widest[:8]
+        per_unit = probe.seconds(("ks", widest.shape), lambda: [ks_spreads(unit) for unit in units]) / len(units)
+        # a KS test sorts its samples: about linear in a unit's weights
+        seconds = sum(len(w) * per_unit * w[0].size / widest[0].size for w in spatial)
+        return Cost(f"{sum(len(w) for w in spatial):,} units × 6 Kolmogorov–Smirnov spreads", seconds)
+
     def finish(self, ctx: BuildContext, consumer: _UnitStatistics | None) -> NeuronTypesResult:
         settings = self.settings(ctx.config)
         modules = dict(ctx.model.module.named_modules())
@@ -268,10 +287,7 @@ class NeuronTypes(Analysis):
 
     def unit_rankings(self, result: NeuronTypesResult) -> dict[str, list[int]]:
         """Most class-selective first."""
-        return {
-            layer.layer: [r.unit for r in sorted((r for r in layer.rows if r.selectivity is not None), key=lambda r: -r.selectivity)]
-            for layer in result.layers
-        }
+        return {layer.layer: result.most_selective(layer.layer) for layer in result.layers}
 
     def view(self, result: NeuronTypesResult, kit: ViewKit) -> SectionView:
         layers = {entry.layer: TypesView(entry, result) for entry in result.layers}

@@ -33,6 +33,7 @@ from zennit.types import Convolution
 from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
 from dossier.capture import Batch, ForwardHook, hooks, recording
 from dossier.layers import batchnorm_after
+from dossier.plan import Cost, Probe
 from dossier.report.kit import CrossPage, SectionView, ViewKit
 from dossier.report.pictures import Sprite, grey_map, overlay, signed_heatmap
 from dossier.results import NOT_EXPORTED
@@ -487,6 +488,28 @@ class Relevance(Analysis):
 
     def consumer(self, ctx: BuildContext) -> _Predictions:
         return _Predictions()
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: RelevanceSettings) -> Cost:
+        explained = settings.per_class * len(ctx.dataset.class_names) + settings.mistakes
+        batch = max(1, min(explained, ctx.options.batch_size))
+        convs = [layer.name for layer in ctx.conv_layers]
+        images = torch.randn(batch, *ctx.config.model.input_size, device=ctx.device)
+
+        def explain() -> None:
+            model, _ = self._traceable(ctx, images[:1])
+            composite = deep_taylor_composite(
+                model, convs, ctx.config.model.input_size, ctx.config.model.channel_mean,
+                ctx.config.model.channel_std, ctx.device,
+            )
+            with composite.context(model) as modified:
+                relevance_pass(modified, images, torch.zeros(batch, dtype=torch.long, device=ctx.device), convs)
+
+        seconds = probe.seconds(("relevance", batch), explain)
+        # mistakes are explained twice (predicted and true class); Grad-CAM and the activation
+        # maps cost about half a relevance pass more
+        per_image = seconds / batch
+        return Cost(f"{explained} images × {len(convs)} layers", per_image * (1.5 * explained + settings.mistakes),
+                    shrink="analyses.relevance.per_class")
 
     def finish(self, ctx: BuildContext, consumer: _Predictions) -> RelevanceResult:
         settings = self.settings(ctx.config)

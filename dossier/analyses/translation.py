@@ -17,7 +17,8 @@ from pydantic import Field
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
 from dossier.analyses.commute import ACTIVATION_SPACE
-from dossier.analyses.purity import reduce_activation
+from dossier.analyses.purity import balanced_count, reduce_activation
+from dossier.plan import Cost, Probe, Reduction
 from dossier.capture import recording
 from dossier.report.kit import SectionView, ViewKit
 from dossier.sampling import balanced_sample
@@ -86,9 +87,16 @@ class Translation(Analysis):
     result_type = TranslationResult
     settings_type = TranslationSettings
     page = ACTIVATION_SPACE
+    reductions = (Reduction("images", (100, 50), "translation sensitivity on fewer images", rank=3),)
 
     def applies(self, ctx: BuildContext) -> str | None:
         return None if ctx.hookable else HOOKS_UNSUPPORTED
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: TranslationSettings) -> Cost:
+        images = balanced_count(ctx.dataset.labels, settings.images)
+        passes = 1 + 2 * (_max_shift(ctx, settings) + 1)  # the originals, then every shift along x and y
+        seconds = passes * images * (probe.forward_per_image() + probe.image_seconds() / passes)
+        return Cost(f"{passes} shifted passes over {images:,} images", seconds, shrink="analyses.translation.images")
 
     def finish(self, ctx: BuildContext, consumer: None) -> TranslationResult:
         settings = self.settings(ctx.config)
@@ -97,7 +105,7 @@ class Translation(Analysis):
         items = [item for item in items if item is not None]
         images = torch.stack([item[0] for item in items]).to(ctx.device)
         labels = torch.tensor([item[1] for item in items], device=ctx.device)
-        max_shift = settings.max_shift or max(1, min(ctx.config.model.input_size[1:]) // 8)
+        max_shift = _max_shift(ctx, settings)
         layers = [layer.name for layer in ctx.recorded_layers]
         curves = measure(ctx.model.module, images, labels, layers, max_shift, ctx.options.batch_size)
         return TranslationResult(images=len(items), max_shift=max_shift, curves=curves)
@@ -123,6 +131,10 @@ class Translation(Analysis):
             f"Shifting the images by {result.max_shift} px along {worst.axis} changes accuracy from "
             f"{worst.accuracy[0]:.1%} to {worst.accuracy[-1]:.1%}."
         )
+
+
+def _max_shift(ctx: BuildContext, settings: TranslationSettings) -> int:
+    return settings.max_shift or max(1, min(ctx.config.model.input_size[1:]) // 8)
 
 
 @dataclass(frozen=True)

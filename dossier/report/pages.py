@@ -15,6 +15,7 @@ from typing import Any
 from dossier.analyses import ordered
 from dossier.analyses.base import Analysis
 from dossier.layers import LayerInfo
+from dossier.plan import Plan
 from dossier.provenance import Provenance
 from dossier.report.kit import (
     Column,
@@ -71,6 +72,7 @@ class Report:
     labels: dict[tuple[str, int], list[UnitLabel]]
     finding: str | None
     unit_owner: dict[str, str] = field(default_factory=dict)  # layer -> section whose card is `#unit-N`
+    plan: Plan | None = None  # the estimate the build was made with, and what the budget reduced
     pdf_name: str | None = "dossier.pdf"
 
     @property
@@ -151,6 +153,7 @@ def build_report(
     failures: dict[str, str],
     not_applicable: dict[str, str],
     kit: ViewKit,
+    plan: Plan | None = None,
 ) -> Report:
     """Turn results into page views, writing every picture the pages show."""
     analyses = [cls() for cls in ordered()]
@@ -183,6 +186,7 @@ def build_report(
         labels=dict(kit.labels),
         finding=" ".join(s.finding for s in sections if s.finding) or None,
         unit_owner=_unit_owners(analyses, sections),
+        plan=plan,
     )
 
 
