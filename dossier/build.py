@@ -149,6 +149,8 @@ def plan(
     result = make_plan(ctx, analyses, None if seconds is None else seconds - watch.total, pdf)
     loading = Stage("load", "load model, layers and data", Cost("as measured now", watch.total))
     result.stages.insert(0, loading)
+    if seconds is not None:  # a budgeted build times these steps again before it starts
+        result.stages.insert(1, Stage("plan", "plan (the budget's estimate)", Cost("as measured now", result.planning_seconds)))
     return result
 
 

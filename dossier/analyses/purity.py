@@ -18,7 +18,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.plan import Cost, Probe, random_codes, side_by_side
+from dossier.plan import Cost, Probe, Reduction, random_codes, side_by_side
 from dossier.capture import Batch
 from dossier.report.kit import Column, CrossPage, Picture, SearchEntry, SectionView, ViewKit
 from dossier.report.pictures import class_colour, lines_by_depth
@@ -31,6 +31,7 @@ INPUT_LAYER = "input"
 
 
 class PuritySettings(SectionSettings):
+    sample: int = Field(2000, ge=10, description="class-balanced images clustered (memory grows with it, not with the data)")
     max_features: int = Field(2048, gt=0, description="flatten a layer's activations up to this size, else avg-pool")
     n_init: int = Field(4, gt=0, description="k-means restarts")
     representatives: int = Field(6, ge=0, description="images nearest each cluster centre")
@@ -161,13 +162,15 @@ class Purity(Analysis):
     result_type = PurityResult
     settings_type = PuritySettings
     page = CrossPage("purity.html", "Purity by depth")
+    reductions = (Reduction("sample", (1000, 500), "k-means purity on a smaller class-balanced sample", rank=3),)
 
     def consumer(self, ctx: BuildContext) -> FeatureCollector:
-        names = [layer.name for layer in ctx.recorded_layers]
-        return FeatureCollector(names, self.settings(ctx.config).max_features)
+        settings = self.settings(ctx.config)
+        keep = balanced_sample(ctx.dataset.labels, settings.sample, ctx.config.seed)
+        return FeatureCollector([layer.name for layer in ctx.recorded_layers], settings.max_features, keep)
 
     def cost(self, ctx: BuildContext, probe: Probe, settings: PuritySettings) -> Cost:
-        images = balanced_count(ctx.dataset.labels, len(ctx.dataset))
+        images = balanced_count(ctx.dataset.labels, settings.sample)
         classes = len(ctx.dataset.class_names)
         sizes = code_sizes(ctx, settings.max_features)
         widest = max(sizes)
