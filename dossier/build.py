@@ -34,7 +34,7 @@ from dossier.model_source import load_model, resolve_device
 from dossier.plan import Cost, Plan, Probe, Stage, duration, footprint, parse_budget, plan_build
 from dossier.provenance import Provenance, Stopwatch, environment, package_versions
 from dossier.report.kit import ViewKit
-from dossier.report.pages import build_report
+from dossier.report.pages import Report, build_report
 from dossier.report.render import write_export, write_pdf, write_site
 
 log = logging.getLogger(__name__)
@@ -103,23 +103,10 @@ def build(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_ensure_parent(out_dir)))
     try:
         with watch.stage("render site"):
-            report = build_report(
-                title=config.display_title,
-                author=config.author,
-                provenance=provenance,
-                class_names=ctx.dataset.class_names,
-                layers=ctx.layers,
-                results=computed.results,
-                failures=computed.failures,
-                not_applicable=computed.not_applicable,
-                kit=ViewKit(staging, config, ctx.dataset.class_names, ctx.layers),
-                plan=computed.plan,
-            )
-            report.pdf_name = "dossier.pdf" if pdf else None
-            write_site(report, staging)
+            report = render_site(config, ctx, computed, provenance, staging, pdf)
         if pdf:
             with watch.stage("render PDF"):
-                write_pdf(report, staging)
+                render_pdf(report, staging, config.output.pdf_mb)
         provenance = dataclasses.replace(provenance, stage_seconds=dict(watch.seconds))
         write_export(export_document(config, provenance, ctx.layers, computed), staging)
         _replace(out_dir, staging)
@@ -152,6 +139,58 @@ def plan(
     if seconds is not None:  # a budgeted build times these steps again before it starts
         result.stages.insert(1, Stage("plan", "plan (the budget's estimate)", Cost("as measured now", result.planning_seconds)))
     return result
+
+
+def render_site(
+    config: Config, ctx: BuildContext, computed: ComputedResults, provenance: Provenance, staging: Path, pdf: bool
+) -> Report:
+    """Views, pictures and pages. When the site outgrows output.site_mb, the sections whose
+    pictures grow with the units show them for fewer units per layer (the most important), and
+    the pages say so."""
+    limit = config.output.site_mb * 2**20
+    unit_pictures: int | None = None
+    while True:
+        kit = ViewKit(staging, config, ctx.dataset.class_names, ctx.layers, unit_pictures)
+        report = build_report(
+            title=config.display_title, author=config.author, provenance=provenance,
+            class_names=ctx.dataset.class_names, layers=ctx.layers, results=computed.results,
+            failures=computed.failures, not_applicable=computed.not_applicable, kit=kit, plan=computed.plan,
+        )
+        report.pdf_name = "dossier.pdf" if pdf else None
+        write_site(report, staging)
+        size = _size(staging)
+        shrinkable = sum(kit.pictures.bytes.get(cls.name, 0) for cls in REGISTRY.values() if cls.unit_pictures)
+        shown = unit_pictures or max((layer.units or 0 for layer in ctx.conv_layers), default=0)
+        if size <= limit or not shrinkable or shown <= 1:
+            if size > limit:
+                log.warning("the site is %.0f MB, over output.site_mb = %g", size / 2**20, config.output.site_mb)
+            report.size_mb = size / 2**20
+            return report
+        # pictures shrink with the units shown; keep a tenth of the budget in hand
+        fits = max(0.0, 0.9 * limit - (size - shrinkable)) / shrinkable
+        unit_pictures = max(1, min(shown - 1, int(shown * fits)))
+        log.info("the site is %.0f MB, over %g MB: pictures for %d units per layer", size / 2**20, config.output.site_mb, unit_pictures)
+        _empty(staging)
+
+
+def render_pdf(report: Report, staging: Path, limit_mb: float) -> None:
+    """The PDF; laid out again with fewer pictures per layer when it outgrows output.pdf_mb."""
+    for per_layer in (None, 4, 2, 1):
+        report.print_units = per_layer
+        size = write_pdf(report, staging).stat().st_size
+        if size <= limit_mb * 2**20:
+            return
+        log.info("the PDF is %.0f MB, over %g MB: laid out again with fewer pictures per layer", size / 2**20, limit_mb)
+    log.warning("the PDF stays over output.pdf_mb = %g", limit_mb)
+
+
+def _size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _empty(folder: Path) -> None:
+    for path in folder.iterdir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def load_context(

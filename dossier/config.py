@@ -127,6 +127,13 @@ class DataConfig(StrictModel):
         return next(name for name in DATA_SOURCES if getattr(self, name) is not None)
 
 
+class OutputConfig(StrictModel):
+    """How large what a build writes may grow: a site GitHub Pages serves, a PDF an audit attaches."""
+
+    site_mb: float = Field(150, gt=0, description="the site at most (pictures of fewer units beyond it)")
+    pdf_mb: float = Field(50, gt=0, description="the PDF at most (fewer pictures per layer beyond it)")
+
+
 def _analyses_model() -> type[StrictModel]:
     """`analyses:`, one key per registered analysis, holding that analysis' own settings."""
     fields = {
@@ -170,6 +177,7 @@ class Config(StrictModel):
         "auto", description="e.g. 20m or 1h30m: reduce the work to fit; auto: 20m on a CPU, none on a GPU"
     )
     seed: int = Field(0, description="every random choice of the build derives from it")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="size budgets of the site and the PDF")
     analyses: AnalysesConfig = Field(  # type: ignore[valid-type]
         default_factory=AnalysesConfig, description="per-analysis settings (defaults shown)"
     )

@@ -172,11 +172,25 @@ class Probe:
 
     def optimisation(self, layer: str, batch: int, steps: int, parameterisation: str) -> float:
         """Feature visualisation of `batch` images at a layer for `steps` steps (forward cut at
-        the layer, backward, Adam). Timed at 1 and 4 steps (setting up the parameterisation costs
-        about one step), at 1 and up to 16 images, and taken as linear in both between and beyond."""
+        the layer, backward, Adam). Timed at two layers only (the deepest and a middle one, at 1
+        and 4 steps, 1 and up to 16 images); any layer's step then scales with the arithmetic the
+        forward pass cut at it does (multiply-adds up to the layer, in execution order)."""
+        work = self.work_up_to()
+        deepest = max(work, key=work.get)
+        middle = sorted(work, key=work.get)[len(work) // 2]
+        setup, fixed, per_image_deepest = self._step_model(deepest, parameterisation)
+        _, _, per_image_middle = self._step_model(middle, parameterisation)
+        span = work[deepest] - work[middle]
+        slope = (per_image_deepest - per_image_middle) / span if span > 0 else 0.0
+        per_image = max(0.0, per_image_middle + slope * (work.get(layer, work[deepest]) - work[middle]))
+        return setup + steps * (fixed + per_image * batch)
+
+    def _step_model(self, layer: str, parameterisation: str) -> tuple[float, float, float]:
+        """(set-up, fixed part of a step, each image's part of a step) at one layer, from real runs."""
         from dossier.featurevis import Transforms, optimise, whole_layer
 
         config = self.ctx.config.model
+        largest = 16
 
         def timed(images: int, count: int) -> float:
             def run() -> None:
@@ -187,12 +201,39 @@ class Probe:
 
             return self.seconds(("optimisation", layer, images, count, parameterisation), run, warm_up=not self._seconds)
 
-        largest = min(batch, 16)
-        setup = max(0.0, (4 * timed(largest, 1) - timed(largest, 4)) / 3)
-        step_one, step_many = (timed(1, 4) - setup) / 4, (timed(largest, 4) - setup) / 4
-        per_image = (step_many - step_one) / (largest - 1) if largest > 1 else 0.0
-        step = max(step_one, step_one + per_image * (batch - 1))
-        return setup + steps * step
+        many_once, many, one = timed(largest, 1), timed(largest, 4), timed(1, 4)
+        step_many = max(0.0, (many - many_once) / 3)
+        setup = max(0.0, many_once - step_many)
+        step_one = max(0.0, (one - setup) / 4)
+        per_image = max(0.0, (step_many - step_one) / (largest - 1))
+        return setup, max(0.0, step_one - per_image), per_image
+
+    def work_up_to(self) -> dict[str, float]:
+        """Per recorded layer, the multiply-adds of a forward pass that stops after it."""
+
+        def measure() -> dict[str, float]:
+            from dossier.capture import hooks
+
+            modules = dict(self.ctx.model.module.named_modules())
+            done: dict[str, float] = {}
+            total = [0.0]
+
+            def count(name: str):
+                def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+                    weight = getattr(module, "weight", None)
+                    if isinstance(weight, torch.Tensor) and isinstance(output, torch.Tensor):
+                        # each output value is a dot product over the weights of one unit
+                        total[0] += output[0].numel() * weight[0].numel()
+                    done.setdefault(name, total[0])
+
+                return hook
+
+            probe = torch.zeros(1, *self.ctx.config.model.input_size, device=self.ctx.device)
+            with torch.no_grad(), hooks(self.ctx.model.module, {name: count(name) for name in modules if name}):
+                self.ctx.model.module(probe)
+            return {layer.name: done[layer.name] for layer in self.ctx.recorded_layers if layer.name in done}
+
+        return self.remember("work up to", measure)
 
     def forward_per_image(self) -> float:
         """The model's forward pass with every recorded layer hooked, per image."""

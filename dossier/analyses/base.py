@@ -110,6 +110,8 @@ class Analysis(ABC):
     reductions: ClassVar[tuple[Reduction, ...]] = ()  # cheaper settings a time budget may choose
     # Sections showing a card or row per unit; the lowest rank on a layer page owns `#unit-N`.
     unit_anchor_rank: ClassVar[int | None] = None
+    # Sections whose pictures grow with the units; they show at most kit.unit_pictures per layer.
+    unit_pictures: ClassVar[bool] = False
 
     @property
     def template(self) -> str:

@@ -75,6 +75,7 @@ class LayerGallery:
     units: list[UnitCard]
     optimised: int  # units with optimised images
     left_out: str  # why the others have none ("" when every unit has them)
+    order: list[int]  # the units, those that matter most first
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class Galleries(Analysis):
     settings_type = GalleriesSettings
     page = NEURON_TYPES_PAGE  # colour-blind units by depth sit beside the other neuron types
     unit_anchor_rank = 0
+    unit_pictures = True
     after = ("neuron_types", "relevance")  # which units matter most, when not every unit is optimised
     reductions = (
         Reduction("units", (64, 32, 16, 8, 4, 2, 1), "optimised images only for the units per layer that matter most "
@@ -253,7 +255,7 @@ def _layer_gallery(ctx: BuildContext, job: tuple) -> LayerGallery:
         why = "the time budget ran out before this layer"
     elif len(chosen) < units:
         why = f"the time budget allowed the {len(chosen)} units that matter most (class selectivity, then relevance)"
-    return LayerGallery(info.name, cards, len(chosen), why)
+    return LayerGallery(info.name, cards, len(chosen), why, list(order))
 
 
 def _optimised(ctx: BuildContext, layer: str, units: list[int], norm) -> dict[int, tuple[torch.Tensor, torch.Tensor, float, float]]:
@@ -362,16 +364,22 @@ def _view(result: GalleriesResult, kit: ViewKit, count: int) -> SectionView:
         chosen = pdf_units(kit.rankings.get("neuron_types", {}).get(layer.layer, []),
                            kit.rankings.get("relevance", {}).get(layer.layer, []), count)
         chunks = [layer.units[start : start + PAGE_UNITS] for start in range(0, len(layer.units), PAGE_UNITS)]
+        pictured = set(layer.order[: kit.unit_pictures] if kit.unit_pictures is not None else layer.order)
         gallery_pages = [
             GalleryPage(
                 kit.layer_file(layer.layer) if k == 0 else f"layer-{slug}-units-{k + 1}.html",
                 chunk[0].unit, chunk[-1].unit,
-                [_card_view(card, result, kit, f"gallery-{slug}-{k + 1}") for card in chunk],
+                [_card_view(card, result, kit, f"gallery-{slug}-{k + 1}", card.unit in pictured) for card in chunk],
             )
             for k, chunk in enumerate(chunks)
         ]
-        printed = [_card_view(card, result, kit, f"gallery-{slug}-print") for card in layer.units if card.unit in chosen]
-        view = GalleryView(gallery_pages, 0, printed, result, layer, _pdf_rule(count), _colour_blind_share(layer))
+        printed = [
+            _card_view(card, result, kit, f"gallery-{slug}-print", True) for card in layer.units if card.unit in chosen
+        ]
+        view = GalleryView(
+            gallery_pages, 0, printed, result, layer, _pdf_rule(count), _colour_blind_share(layer),
+            len(pictured) if len(pictured) < len(layer.units) else None,
+        )
         layers[layer.layer] = view
         pages += [
             ExtraPage(page.filename, f"{layer.layer} · units {page.first}–{page.last}", layer.layer, replace(view, current=k))
@@ -383,7 +391,8 @@ def _view(result: GalleriesResult, kit: ViewKit, count: int) -> SectionView:
 @dataclass(frozen=True)
 class CardView:
     card: UnitCard
-    max_image: Sprite | None  # None: not optimised
+    pictured: bool  # False: the site's size budget left this unit's pictures out
+    max_image: Sprite | None  # None: not optimised, or not pictured
     min_image: Sprite | None
     top: list[Sprite]  # the top exemplars
     bottom: list[Sprite]
@@ -407,6 +416,7 @@ class GalleryView:
     layer: LayerGallery
     pdf_rule: str
     colour_blind: float | None  # share of the layer's units
+    pictured: int | None  # units shown with pictures, when the site's size budget left others out
 
     def unit_page(self, unit: int) -> str:
         return next(page.filename for page in self.pages if page.first <= unit <= page.last)
@@ -447,11 +457,14 @@ def _pdf_rule(count: int) -> str:
     return f"the {(count + 1) // 2} most class-selective units, then the most relevant (relevance ranking), {count} in all"
 
 
-def _card_view(card: UnitCard, result: GalleriesResult, kit: ViewKit, group: str) -> CardView:
+def _card_view(card: UnitCard, result: GalleriesResult, kit: ViewKit, group: str, pictured: bool) -> CardView:
     """A unit's pictures, packed into the sheet of the page that shows them."""
+    if not pictured:
+        return CardView(card, False, None, None, [], [], [])
     sprite = kit.pictures.sprite
     return CardView(
         card=card,
+        pictured=True,
         max_image=sprite(card.max_image, group) if card.optimised else None,
         min_image=sprite(card.min_image, group) if card.optimised else None,
         top=[sprite(result.pictures[i], group, key=i) for i in card.top if i in result.pictures],

@@ -96,10 +96,15 @@ class ViewKit:
     """Everything a section's views may use: the picture writer, the site's assets, the build's
     settings, class and layer names, and what the other sections say about units."""
 
-    def __init__(self, site_root: Path, config: Any, class_names: list[str], layers: list[LayerInfo]) -> None:
+    def __init__(
+        self, site_root: Path, config: Any, class_names: list[str], layers: list[LayerInfo], unit_pictures: int | None = None
+    ) -> None:
         self.site_root = site_root
         self.pictures = PictureWriter(site_root)
         self.config = config
+        # Pictures for at most this many units per layer (the most important), when the site would
+        # otherwise outgrow its size budget; None: every unit's.
+        self.unit_pictures = unit_pictures
         self.class_names = class_names
         self.layers = layers
         self.labels: dict[tuple[str, int], list[UnitLabel]] = defaultdict(list)

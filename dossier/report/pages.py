@@ -74,6 +74,8 @@ class Report:
     unit_owner: dict[str, str] = field(default_factory=dict)  # layer -> section whose card is `#unit-N`
     plan: Plan | None = None  # the estimate the build was made with, and what the budget reduced
     pdf_name: str | None = "dossier.pdf"
+    size_mb: float = 0.0  # the site as written
+    print_units: int | None = None  # pictures per layer section in the PDF, when its size budget says so
 
     @property
     def untrained(self) -> bool:
@@ -163,6 +165,7 @@ def build_report(
         kit.rankings[analysis.name] = analysis.unit_rankings(results[analysis.name])
     sections, columns, search = [], [], []
     for analysis in analyses:
+        kit.pictures.section = analysis.name
         entry = _entry(analysis, results, failures, not_applicable, kit)
         if entry is None:
             continue
@@ -171,6 +174,7 @@ def build_report(
             columns += analysis.columns(entry.view, kit)
             search += analysis.search_entries(entry.view, kit)
     kit.pictures.finish()
+    kit.pictures.section = ""
     pages = [LayerPage(info, depth, layer_filename(info.slug)) for depth, info in enumerate(layers, start=1)]
     for before, after in zip(pages, pages[1:]):
         before.next, after.previous = after, before
