@@ -94,6 +94,7 @@ class _Source:
     display: list[str] | None  # a name for each output, when the source has them
 
     def match(self, folders: list[str], outputs: int) -> list[int]:
+        """The output each folder names; _Unmatched when one names none (the next source may)."""
         found = []
         for folder in folders:
             candidates = self.names.get(normalise(folder), [])
