@@ -56,6 +56,7 @@ def run(images: int) -> dict:
     from dossier.analyses import REGISTRY
     from dossier.build import compute_order, load_context, shared_data_pass
     from dossier.config import load_config
+    from dossier.classes import IDENTITY, ClassMap
     from dossier.provenance import Stopwatch
 
     Synthetic = synthetic_class()
@@ -64,8 +65,9 @@ def run(images: int) -> dict:
     (folder / "scale.yaml").write_text(CONFIG)
     config = load_config(folder / "scale.yaml")
     ctx = load_context(config, folder / ".cache", "cpu")
+    names = [str(c) for c in range(10)]
     ctx.dataset = Synthetic(
-        class_names=[str(c) for c in range(10)], labels=np.arange(images) % 10,
+        classes=ClassMap(names, list(range(10)), names, IDENTITY), labels=np.arange(images) % 10,
         names=[f"synthetic/{i}" for i in range(images)], input_size=(3, 32, 32), mean=(0.0,) * 3, std=(1.0,) * 3,
         fingerprint=hashlib.sha256(str(images).encode()).hexdigest(), source="synthetic",
     )

@@ -215,13 +215,8 @@ def load_context(
         )
         log.info("[2/5] %d layers recorded on %s", len(layers), torch_device)
     with stage("load data"):
-        dataset = load_dataset(config)
+        dataset = load_dataset(config, outputs)  # its classes mapped to the outputs, or a DataError
         log.info("[3/5] %d images of %d classes (%s)", len(dataset), len(dataset.class_names), dataset.source)
-        if len(dataset.class_names) != outputs:
-            raise DataError(
-                f"data: {len(dataset.class_names)} classes but the model outputs {outputs} scores; "
-                "the class folders, sorted by name, must match the model's outputs"
-            )
     options = pass_options(config, model.module, torch_device)
     spec = ContextSpec(config, cache_dir, str(torch_device), uuid.uuid4().hex)
     ctx = BuildContext(config, model, layers, dataset, torch_device, options, executor or LocalExecutor(), spec)
@@ -494,6 +489,7 @@ def _result_key(ctx: BuildContext, analysis: Analysis) -> str:
         model=config.model.model_dump(mode="json"),
         weights=ctx.model.fingerprint,
         data=ctx.dataset.fingerprint,
+        classes=ctx.dataset.classes.fingerprint,
         layers=[layer.name for layer in ctx.layers],
         seed=config.seed,
         device=ctx.device.type,

@@ -113,6 +113,9 @@ class DataConfig(StrictModel):
     limit: int | None = Field(
         None, gt=0, description="optional cap, balanced over classes", json_schema_extra=_example(2000)
     )
+    class_index: str | None = Field(
+        None, description="a JSON or text file naming the model's outputs; class folders map to them by name"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":

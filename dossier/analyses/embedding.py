@@ -37,10 +37,11 @@ class EmbeddingResult:
     layer: str  # whose input is embedded
     neighbors: int
     indices: list[int]
-    labels: list[int]
-    predicted: list[int]
+    labels: list[int]  # the data's classes
+    predicted: list[int]  # the model's top-1 outputs, over all outputs
     points: list[list[float]]
     mistakes: list[int]  # positions (in the lists above) of misclassified images
+    mistaken_for: list[str]  # per mistake, the prediction: a class, or "other: <output name>"
     mistake_thumbnails: np.ndarray = field(metadata=NOT_EXPORTED)
 
 
@@ -113,7 +114,9 @@ class Embedding(Analysis):
     def finish(self, ctx: BuildContext, consumer: _PenultimateCodes) -> EmbeddingResult:
         settings = self.settings(ctx.config)
         points = umap_2d(np.stack(consumer.codes), settings.neighbors, settings.min_dist, ctx.config.seed)
-        mistakes = [n for n, (l, p) in enumerate(zip(consumer.labels, consumer.predicted)) if l != p]
+        classes = ctx.dataset.classes
+        truths = classes.true_outputs(np.array(consumer.labels, dtype=np.int64))
+        mistakes = [n for n, (t, p) in enumerate(zip(truths, consumer.predicted)) if t != p]
         _, pictures = thumbnails(ctx.dataset, [consumer.indices[n] for n in mistakes[: settings.thumbnails]])
         return EmbeddingResult(
             layer=ctx.classifier or "",
@@ -123,6 +126,7 @@ class Embedding(Analysis):
             predicted=consumer.predicted,
             points=points.tolist(),
             mistakes=mistakes,
+            mistaken_for=[classes.prediction_name(consumer.predicted[n]) for n in mistakes],
             mistake_thumbnails=pictures,
         )
 
@@ -149,12 +153,13 @@ def _embedding_script(embedding: EmbeddingResult, kit: ViewKit) -> str:
         position: kit.pictures.image(picture, f"embedding-mistake-{n}")
         for n, (position, picture) in enumerate(zip(embedding.mistakes, embedding.mistake_thumbnails))
     }
-    data = {
+    mistaken_for = dict(zip(embedding.mistakes, embedding.mistaken_for))
+    data = {  # a point: x, y, class, what it was mistaken for ("" when right), mistake's picture
         "classes": kit.class_names,
         "colours": [class_colour(c) for c in range(len(kit.class_names))],
         "points": [
-            [round(x, 4), round(y, 4), label, predicted, thumbs.get(n, "")]
-            for n, ((x, y), label, predicted) in enumerate(zip(embedding.points, embedding.labels, embedding.predicted))
+            [round(x, 4), round(y, 4), label, mistaken_for.get(n, ""), thumbs.get(n, "")]
+            for n, ((x, y), label) in enumerate(zip(embedding.points, embedding.labels))
         ],
     }
     return js_global("DOSSIER_EMBEDDING", data)

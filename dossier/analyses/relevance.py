@@ -87,10 +87,12 @@ class ActivationMaps:
 class ExplainedImage:
     index: int
     name: str
-    label: int
-    predicted: int
+    label: int  # the data's class
+    predicted: int  # the model output explained: the top-1 over all outputs
+    true_output: int  # the true class's output, explained too for a mistake
+    predicted_name: str  # a class, or "other: <output name>" when the data has no such class
     confidence: float
-    logit: float  # the explained logit (predicted class)
+    logit: float  # the explained logit (predicted output)
     relevance_sum: float  # input relevance, summed
     conservation: float | None  # relevance_sum / logit; None when the logit is 0
     vanished: bool  # see vanished(): no map is shown
@@ -106,7 +108,7 @@ class ExplainedImage:
 
     @property
     def correct(self) -> bool:
-        return self.label == self.predicted
+        return self.predicted == self.true_output
 
 
 @dataclass(frozen=True)
@@ -463,13 +465,13 @@ class _Predictions:
         self.confidence += other.confidence
 
 
-def select_images(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, per_class: int, mistakes: int) -> np.ndarray:
+def select_images(labels: np.ndarray, correct: np.ndarray, confidence: np.ndarray, per_class: int, mistakes: int) -> np.ndarray:
     """Rows: the most confident correct images of each class, then the most confident mistakes."""
     chosen = []
     for c in np.unique(labels):
-        right = np.flatnonzero((labels == c) & (predicted == c))
+        right = np.flatnonzero((labels == c) & correct)
         chosen += list(right[np.argsort(-confidence[right], kind="stable")][:per_class])
-    wrong = np.flatnonzero(labels != predicted)
+    wrong = np.flatnonzero(~correct)
     chosen += list(wrong[np.argsort(-confidence[wrong], kind="stable")][:mistakes])
     return np.array(chosen, dtype=np.int64)
 
@@ -516,7 +518,8 @@ class Relevance(Analysis):
         indices = np.concatenate(consumer.indices)
         labels, predicted = np.concatenate(consumer.labels), np.concatenate(consumer.predicted)
         confidence = np.concatenate(consumer.confidence)
-        rows = select_images(labels, predicted, confidence, settings.per_class, settings.mistakes)
+        correct = predicted == ctx.dataset.classes.true_outputs(labels)
+        rows = select_images(labels, correct, confidence, settings.per_class, settings.mistakes)
         convs = [layer.name for layer in ctx.conv_layers]
         images = torch.stack([ctx.dataset[int(indices[r])][0] for r in rows]).to(ctx.device)
         model, graph = self._traceable(ctx, images[:1])
@@ -561,10 +564,12 @@ class Relevance(Analysis):
 
     def _explain(self, ctx, model, composite, images, indices, labels, predicted, confidence, convs, settings):
         batch = ctx.options.batch_size
+        classes = ctx.dataset.classes
+        true_outputs = classes.true_outputs(labels)
         targets = torch.from_numpy(predicted).to(ctx.device)
-        truths = torch.from_numpy(labels).to(ctx.device)
+        truths = torch.from_numpy(true_outputs).to(ctx.device)
         parts: dict[str, list] = {"logit": [], "input": [], "vanished": [], "layers": []}
-        wrong = np.flatnonzero(labels != predicted)
+        wrong = np.flatnonzero(true_outputs != predicted)
         with composite.context(model) as modified:  # registered once for every batch of the build
             for start in range(0, len(images), batch):
                 x = images[start : start + batch]
@@ -573,7 +578,7 @@ class Relevance(Analysis):
                 parts["input"].append(relevance.sum(dim=1))
                 parts["vanished"].append(vanished(relevance, logit, settings.tolerance))
                 parts["layers"].append(layers)
-            # Mistakes only: the relevance for the class the model should have said.
+            # Mistakes only: the relevance for the output of the class the model should have said.
             true_logits, true_relevance = logits_and_relevance_for(modified, images[wrong], truths[wrong])
         true_vanished = vanished(true_relevance, true_logits, settings.tolerance)
         true_of = {int(row): k for k, row in enumerate(wrong)}
@@ -595,6 +600,8 @@ class Relevance(Analysis):
                     name=ctx.dataset.names[int(indices[n])],
                     label=int(labels[n]),
                     predicted=int(predicted[n]),
+                    true_output=int(true_outputs[n]),
+                    predicted_name=classes.prediction_name(int(predicted[n])),
                     confidence=float(confidence[n]),
                     logit=float(logits[n]),
                     relevance_sum=total,

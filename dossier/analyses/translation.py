@@ -2,7 +2,7 @@
 
 Images are shifted circularly by 0…s pixels along x and along y (what leaves one side re-enters on
 the other, so a perfectly shift-invariant model gives flat curves). For each shift: the mean
-probability of the true class, the accuracy, and per layer the mean cosine distance of the code
+probability of the true class's output, the accuracy over all outputs, and per layer the mean cosine distance of the code
 vectors to those of the unshifted images."""
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def shifted(images: torch.Tensor, axis: str, pixels: int) -> torch.Tensor:
     return torch.roll(images, shifts=pixels, dims=3 if axis == "x" else 2)
 
 
-def measure(model, images: torch.Tensor, labels: torch.Tensor, layers: list[str], max_shift: int, batch: int) -> list[ShiftCurve]:
+def measure(model, images: torch.Tensor, truths: torch.Tensor, layers: list[str], max_shift: int, batch: int) -> list[ShiftCurve]:
+    """Per axis and shift: P(true output), accuracy and each layer's code distance; `truths` are the
+    model outputs of the images' classes."""
     def codes_and_probabilities(x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         codes: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
         probabilities = []
@@ -70,8 +72,8 @@ def measure(model, images: torch.Tensor, labels: torch.Tensor, layers: list[str]
         truth, accuracy, distance = [], [], {name: [] for name in layers}
         for pixels in range(max_shift + 1):
             codes, probabilities = codes_and_probabilities(shifted(images, axis, pixels))
-            truth.append(float(probabilities.gather(1, labels[:, None]).mean()))
-            accuracy.append(float((probabilities.argmax(1) == labels).float().mean()))
+            truth.append(float(probabilities.gather(1, truths[:, None]).mean()))
+            accuracy.append(float((probabilities.argmax(1) == truths).float().mean()))
             for name in layers:
                 similarity = F.cosine_similarity(codes[name], reference[name], dim=1, eps=1e-12)
                 distance[name].append(max(0.0, float((1 - similarity).mean())))  # rounding gives -0.0
@@ -104,10 +106,11 @@ class Translation(Analysis):
         items = [ctx.dataset[int(i)] for i in chosen]
         items = [item for item in items if item is not None]
         images = torch.stack([item[0] for item in items]).to(ctx.device)
-        labels = torch.tensor([item[1] for item in items], device=ctx.device)
+        labels = np.array([item[1] for item in items], dtype=np.int64)
+        truths = torch.from_numpy(ctx.dataset.classes.true_outputs(labels)).to(ctx.device)
         max_shift = _max_shift(ctx, settings)
         layers = [layer.name for layer in ctx.recorded_layers]
-        curves = measure(ctx.model.module, images, labels, layers, max_shift, ctx.options.batch_size)
+        curves = measure(ctx.model.module, images, truths, layers, max_shift, ctx.options.batch_size)
         return TranslationResult(images=len(items), max_shift=max_shift, curves=curves)
 
     def view(self, result: TranslationResult, kit: ViewKit) -> SectionView:
