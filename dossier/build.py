@@ -85,6 +85,7 @@ def build(
 ) -> BuildOutcome:
     """Run every selected analysis and write the site, the PDF and dossier.json into out_dir.
     `budget` (e.g. "20m", "none") overrides the config's."""
+    started = time.perf_counter()
     out_dir = out_dir.resolve()
     _check_replaceable(out_dir)
     watch = Stopwatch()
@@ -103,7 +104,7 @@ def build(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_ensure_parent(out_dir)))
     try:
         with watch.stage("render site"):
-            report = render_site(config, ctx, computed, provenance, staging, pdf)
+            report = render_site(config, ctx, computed, provenance, staging, pdf, watch)
         if pdf:
             with watch.stage("render PDF"):
                 render_pdf(report, staging, config.output.pdf_mb)
@@ -118,7 +119,7 @@ def build(
         index=out_dir / "index.html",
         pdf=out_dir / "dossier.pdf" if pdf else None,
         export=out_dir / "dossier.json",
-        seconds=sum(watch.seconds.values()),
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -142,7 +143,8 @@ def plan(
 
 
 def render_site(
-    config: Config, ctx: BuildContext, computed: ComputedResults, provenance: Provenance, staging: Path, pdf: bool
+    config: Config, ctx: BuildContext, computed: ComputedResults, provenance: Provenance, staging: Path, pdf: bool,
+    watch: Stopwatch,
 ) -> Report:
     """Views, pictures and pages. When the site outgrows output.site_mb, the sections whose
     pictures grow with the units show them for fewer units per layer (the most important), and
@@ -155,9 +157,11 @@ def render_site(
             title=config.display_title, author=config.author, provenance=provenance,
             class_names=ctx.dataset.class_names, layers=ctx.layers, results=computed.results,
             failures=computed.failures, not_applicable=computed.not_applicable, kit=kit, plan=computed.plan,
+            watch=watch,
         )
         report.pdf_name = "dossier.pdf" if pdf else None
-        write_site(report, staging)
+        with watch.stage("render: pages"):
+            write_site(report, staging)
         size = _size(staging)
         shrinkable = sum(kit.pictures.bytes.get(cls.name, 0) for cls in REGISTRY.values() if cls.unit_pictures)
         shown = unit_pictures or max((layer.units or 0 for layer in ctx.conv_layers), default=0)

@@ -9,6 +9,7 @@ every section that did not apply or failed.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from dossier.analyses import ordered
 from dossier.analyses.base import Analysis
 from dossier.layers import LayerInfo
 from dossier.plan import Plan
-from dossier.provenance import Provenance
+from dossier.provenance import Provenance, Stopwatch
 from dossier.report.kit import (
     Column,
     CrossPage,
@@ -156,6 +157,7 @@ def build_report(
     not_applicable: dict[str, str],
     kit: ViewKit,
     plan: Plan | None = None,
+    watch: Stopwatch | None = None,
 ) -> Report:
     """Turn results into page views, writing every picture the pages show."""
     analyses = [cls() for cls in ordered()]
@@ -163,17 +165,20 @@ def build_report(
     for analysis in present:  # first what sections say about units: views may show each other's
         kit.add_labels(analysis.unit_labels(results[analysis.name], kit))
         kit.rankings[analysis.name] = analysis.unit_rankings(results[analysis.name])
+    stage = watch.stage if watch else (lambda _name: contextlib.nullcontext())
     sections, columns, search = [], [], []
     for analysis in analyses:
         kit.pictures.section = analysis.name
-        entry = _entry(analysis, results, failures, not_applicable, kit)
+        with stage(f"render: {analysis.name} views"):
+            entry = _entry(analysis, results, failures, not_applicable, kit)
         if entry is None:
             continue
         sections.append(entry)
         if entry.view is not None:
             columns += analysis.columns(entry.view, kit)
             search += analysis.search_entries(entry.view, kit)
-    kit.pictures.finish()
+    with stage("render: sprite sheets"):
+        kit.pictures.finish()
     kit.pictures.section = ""
     pages = [LayerPage(info, depth, layer_filename(info.slug)) for depth, info in enumerate(layers, start=1)]
     for before, after in zip(pages, pages[1:]):
