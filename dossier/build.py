@@ -30,6 +30,7 @@ from dossier.data import load_dataset
 from dossier.distributed import ContextSpec, Executor, LocalExecutor, executor_for, register_context
 from dossier.errors import DataError, DossierError
 from dossier.layers import discover_layers
+from dossier.manifest import file_sha256, write_manifest
 from dossier.model_source import load_model, resolve_device
 from dossier.plan import Cost, Plan, Probe, Stage, duration, footprint, parse_budget, plan_build
 from dossier.provenance import Provenance, Stopwatch, environment, package_versions
@@ -110,6 +111,11 @@ def build(
                 render_pdf(report, staging, config.output.pdf_mb)
         provenance = dataclasses.replace(provenance, stage_seconds=dict(watch.seconds))
         write_export(export_document(config, provenance, ctx.layers, computed), staging)
+        inputs = {
+            "weights_sha256": provenance.weights_sha256, "data_sha256": provenance.data_sha256,
+            "config_sha256": file_sha256(config.path),
+        }
+        write_manifest(staging, inputs, {"dossier": __version__, **provenance.packages})
         _replace(out_dir, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

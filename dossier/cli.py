@@ -153,6 +153,21 @@ def layers(config_file: Path, device: str | None) -> None:
 
 
 @main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+def verify(out_dir: Path) -> None:
+    """Check a built or published dossier against its manifest.json: names every file that changed,
+    went missing or was added. Exit code 1 when anything differs."""
+    from dossier.manifest import verify as check
+
+    checked, problems = check(out_dir)
+    for line in problems:
+        click.echo(line)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"verified: {checked} files as built")
+
+
+@main.command()
 @click.argument("config_file", type=click.Path(path_type=Path), default="dossier.yaml")
 @click.option("--force", is_flag=True, help="Overwrite CONFIG_FILE if it exists.")
 def init(config_file: Path, force: bool) -> None:

@@ -20,7 +20,8 @@ from torch import nn
 
 from dossier.errors import DossierError, ModelError
 from dossier.exported import load_exported
-from dossier.sample import DigitsCNN, file_sha256, trained_digits_cnn
+from dossier.manifest import file_sha256
+from dossier.sample import DigitsCNN, trained_digits_cnn
 
 if TYPE_CHECKING:
     from dossier.config import Config

@@ -20,7 +20,7 @@ from dossier.config import load_config
 from dossier.errors import ConfigError, ModelError
 from dossier.layers import discover_layers
 from dossier.model_source import load_model
-from dossier.sample import file_sha256
+from dossier.manifest import file_sha256
 from dossier.weights import control_weights
 from tests.conftest import tiny_model, write_config
 
