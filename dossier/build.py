@@ -34,7 +34,7 @@ from dossier.manifest import file_sha256, write_manifest
 from dossier.model_source import load_model, resolve_device
 from dossier.plan import Cost, Plan, Probe, Stage, duration, footprint, parse_budget, plan_build
 from dossier.provenance import Provenance, Stopwatch, environment, package_versions
-from dossier.report.kit import ViewKit
+from dossier.report.kit import CheckResult, ViewKit
 from dossier.report.pages import Report, build_report
 from dossier.report.render import write_export, write_pdf, write_site
 
@@ -53,6 +53,7 @@ class BuildOutcome:
     pdf: Path | None
     export: Path
     seconds: float
+    checks: list[CheckResult]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,12 @@ class ComputedResults:
     not_applicable: dict[str, str]  # analysis -> why it does not apply to this model
     cached: list[str]
     plan: Plan | None = None  # the estimate the build was made with, and what the budget reduced
+    checks: list[CheckResult] = dataclasses.field(default_factory=list)
+
+
+def run_checks(ctx: BuildContext, results: dict[str, Any]) -> list[CheckResult]:
+    """Every section's release checks, in report order, against the config's thresholds."""
+    return [check for cls in ordered(results) for check in cls().checks(results[cls.name], ctx.config.checks, ctx)]
 
 
 def default_out_dir(config_path: Path) -> Path:
@@ -97,6 +104,7 @@ def build(
         seconds = parse_budget(budget if budget is not None else config.budget, ctx.device)
         names = [cls.name for cls in ordered([*ALWAYS_RUN, *(only if only is not None else REGISTRY)])]
         computed = compute_results(ctx, names, cache_dir, watch, strict, seconds, pdf)
+        computed = dataclasses.replace(computed, checks=run_checks(ctx, computed.results))
     finally:
         executor.close()
     log.info("[5/5] rendering the site%s", " and the PDF" if pdf else "")
@@ -126,6 +134,7 @@ def build(
         pdf=out_dir / "dossier.pdf" if pdf else None,
         export=out_dir / "dossier.json",
         seconds=time.perf_counter() - started,
+        checks=computed.checks,
     )
 
 
@@ -163,7 +172,7 @@ def render_site(
             title=config.display_title, author=config.author, provenance=provenance,
             class_names=ctx.dataset.class_names, layers=ctx.layers, results=computed.results,
             failures=computed.failures, not_applicable=computed.not_applicable, kit=kit, plan=computed.plan,
-            watch=watch,
+            watch=watch, checks=computed.checks,
         )
         report.pdf_name = "dossier.pdf" if pdf else None
         with watch.stage("render: pages"):
@@ -560,6 +569,7 @@ def export_document(config: Config, provenance: Provenance, layers, computed: Co
         "analyses": {name: results_io.to_export(result) for name, result in computed.results.items()},
         "failures": computed.failures,
         "not_applicable": computed.not_applicable,
+        "checks": [results_io.to_export(check) for check in computed.checks],
         "finding": finding(computed.results),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
@@ -12,6 +13,7 @@ import click
 from dossier import __version__
 from dossier.analyses import ALWAYS_RUN, REGISTRY
 from dossier.config import config_reference, load_config
+from dossier.errors import DossierError
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -66,6 +68,10 @@ def main() -> None:
     help="Fit the build in this much time (20m, 1h30m, none): dossier plans it and reduces the work in a "
     "documented order, saying so on every page. Overrides the config's `budget` (auto: 20m on a CPU).",
 )
+@click.option(
+    "--check", "gate", is_flag=True,
+    help="Exit with code 1 when a release check fails (the output is written either way), so CI can block a release.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
 def build(
     config_file: Path,
@@ -76,6 +82,7 @@ def build(
     strict: bool,
     scheduler: str | None,
     budget: str | None,
+    gate: bool,
     verbose: bool,
 ) -> None:
     """Build the dossier described by CONFIG_FILE (YAML; see `dossier init`)."""
@@ -102,6 +109,33 @@ def build(
         click.echo(f"pdf:   {outcome.pdf}")
     click.echo(f"json:  {outcome.export}")
     click.echo(f"open:  {outcome.index.as_uri()}")
+    _report_checks([dataclasses.asdict(check) for check in outcome.checks], gate)
+
+
+def _report_checks(checks: list[dict], gate: bool) -> None:
+    """One line per check that did not pass; with gate, exit code 1 when one failed."""
+    failed = [c for c in checks if c["status"] == "fail"]
+    for check in checks:
+        if check["status"] != "pass":
+            click.echo(f"{check['status']}: {check['name']}: {check['value']} (threshold {check['threshold']}) {check['detail']}".rstrip())
+    click.echo(f"checks: {len(failed)} failed, {sum(c['status'] == 'warn' for c in checks)} warnings, "
+               f"{sum(c['status'] == 'pass' for c in checks)} passed")
+    if gate and failed:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+def check(out_dir: Path) -> None:
+    """Read the release checks of a built dossier (OUT_DIR/dossier.json); exit code 1 when one failed."""
+    import json
+
+    path = out_dir / "dossier.json"
+    try:
+        checks = json.loads(path.read_text(encoding="utf-8"))["checks"]
+    except (OSError, ValueError, KeyError):
+        raise DossierError(f"check: '{path}' is not a dossier.json with checks") from None
+    _report_checks(checks, gate=True)
 
 
 @main.command()

@@ -149,6 +149,20 @@ def _analyses_model() -> type[StrictModel]:
 AnalysesConfig = _analyses_model()
 
 
+def _checks_model() -> type[StrictModel]:
+    """`checks:`, flat: every analysis's check thresholds side by side (names are unique)."""
+    fields: dict[str, Any] = {}
+    for cls in ordered():
+        for name, field in (cls.check_settings.model_fields.items() if cls.check_settings else []):
+            if name in fields:
+                raise TypeError(f"check setting {name!r} is declared twice ({cls.name})")
+            fields[name] = (field.annotation, field)
+    return create_model("ChecksConfig", __base__=StrictModel, **fields)
+
+
+ChecksConfig = _checks_model()
+
+
 class Config(StrictModel):
     """A whole dossier build."""
 
@@ -181,6 +195,9 @@ class Config(StrictModel):
     )
     seed: int = Field(0, description="every random choice of the build derives from it")
     output: OutputConfig = Field(default_factory=OutputConfig, description="size budgets of the site and the PDF")
+    checks: ChecksConfig = Field(  # type: ignore[valid-type]
+        default_factory=ChecksConfig, description="thresholds of the checks that gate a release (dossier build --check)"
+    )
     analyses: AnalysesConfig = Field(  # type: ignore[valid-type]
         default_factory=AnalysesConfig, description="per-analysis settings (defaults shown)"
     )

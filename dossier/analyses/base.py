@@ -24,8 +24,8 @@ from dossier.data import ImageSet
 from dossier.layers import LayerInfo, batchnorm_after
 from dossier.model_source import LoadedModel
 from dossier.plan import Cost, Probe, Reduction
-from dossier.report.kit import Column, CrossPage, SearchEntry, SectionView, UnitLabel, ViewKit
-from dossier.settings import SectionSettings
+from dossier.report.kit import CheckResult, Column, CrossPage, SearchEntry, SectionView, UnitLabel, ViewKit
+from dossier.settings import SectionSettings, StrictModel
 
 if TYPE_CHECKING:
     from dossier.config import Config
@@ -112,6 +112,8 @@ class Analysis(ABC):
     unit_anchor_rank: ClassVar[int | None] = None
     # Sections whose pictures grow with the units; they show at most kit.unit_pictures per layer.
     unit_pictures: ClassVar[bool] = False
+    # Thresholds of the checks it makes: fields of the config's flat `checks:` section.
+    check_settings: ClassVar[type[StrictModel] | None] = None
 
     @property
     def template(self) -> str:
@@ -160,6 +162,10 @@ class Analysis(ABC):
     def finding(self, result: Any) -> str | None:
         """A sentence for the index's finding paragraph, written from the numbers."""
         return None
+
+    def checks(self, result: Any, thresholds: Any, ctx: BuildContext) -> list[CheckResult]:
+        """The release checks its result passes, warns or fails (thresholds: the config's checks)."""
+        return []
 
 
 REGISTRY: dict[str, type[Analysis]] = {}

@@ -15,14 +15,22 @@ from pydantic import Field
 from dossier.analyses.base import Analysis, BuildContext, register
 from dossier.capture import Batch
 from dossier.classes import ClassMap
-from dossier.report.kit import CrossPage, Picture, SearchEntry, SectionView, ViewKit
+from dossier.report.kit import CheckResult, CrossPage, Picture, SearchEntry, SectionView, ViewKit, judged
 from dossier.results import NOT_EXPORTED
 from dossier.sampling import round_robin
-from dossier.settings import SectionSettings
+from dossier.settings import SectionSettings, StrictModel
 from dossier.thumbnails import thumbnails
 
 
 OTHER_OUTPUTS = "other outputs"  # the confusion column of predictions that are none of the data's classes
+
+
+class ModelCardChecks(StrictModel):
+    min_top1: float = Field(0.5, ge=0, le=1, description="top-1 accuracy below this fails (up to 5 points above it: a warning)")
+    min_class_accuracy: float = Field(0.25, ge=0, le=1, description="a class whose top-1 accuracy is below this fails")
+
+
+NEAR_CHANCE = 1.5  # top-1 at most this many times chance: the model is guessing on this data
 
 
 class ModelCardSettings(SectionSettings):
@@ -129,6 +137,7 @@ class ModelCard(Analysis):
     order = 0
     result_type = ModelCardResult
     settings_type = ModelCardSettings
+    check_settings = ModelCardChecks
     page = CrossPage("model.html", "Model card")
 
     def consumer(self, ctx: BuildContext) -> _Accuracy:
@@ -179,6 +188,26 @@ class ModelCard(Analysis):
                 for o in sorted(outside, key=lambda o: (-consumer.outside[o], o))
             ],
         )
+
+    def checks(self, result: ModelCardResult, thresholds: ModelCardChecks, ctx: BuildContext) -> list[CheckResult]:
+        chance = max(result.per_class_images) / max(1, result.images)
+        guessing = result.top1 <= NEAR_CHANCE * chance
+        top1 = CheckResult(
+            "top-1 accuracy", judged(result.top1 < thresholds.min_top1 or guessing, result.top1 < thresholds.min_top1 + 0.05),
+            f"{result.top1:.1%}", f"≥ {thresholds.min_top1:.0%}",
+            f"at or near chance ({chance:.1%}): are the class folders in the order of the model's outputs?" if guessing else "",
+            "model.html#per-class",
+        )
+        measured = [(c, a) for c, a in enumerate(result.per_class_accuracy) if a is not None]
+        if not measured:
+            return [top1]
+        worst, accuracy = min(measured, key=lambda item: item[1])
+        per_class = CheckResult(
+            "per-class accuracy", judged(accuracy < thresholds.min_class_accuracy, accuracy < thresholds.min_class_accuracy + 0.05),
+            f"{accuracy:.1%}", f"≥ {thresholds.min_class_accuracy:.0%} for every class",
+            f"lowest: class {ctx.dataset.class_names[worst]}", "model.html#per-class",
+        )
+        return [top1, per_class]
 
     def view(self, result: ModelCardResult, kit: ViewKit) -> SectionView:
         predicted = [*kit.class_names, OTHER_OUTPUTS]

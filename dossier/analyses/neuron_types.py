@@ -23,15 +23,19 @@ from torch import nn
 from dossier.analyses.base import NO_CONV_LAYERS, Analysis, BuildContext, register
 from dossier.capture import Batch
 from dossier.layers import LayerInfo, is_conv2d
-from dossier.report.kit import Column, CrossPage, SectionView, UnitLabel, ViewKit
+from dossier.report.kit import CheckResult, Column, CrossPage, SectionView, UnitLabel, ViewKit, judged
 from dossier.report.pictures import type_share_chart
 from dossier.results import ByLayer
-from dossier.settings import SectionSettings
+from dossier.settings import SectionSettings, StrictModel
 from dossier.plan import Cost, Probe
 from dossier.weights import conv_layer_weights, conv_weight
 
 SIDES = ("top", "bottom", "left", "right")
 PAGE = CrossPage("neuron-types.html", "Neuron types by depth")
+
+
+class NeuronTypesChecks(StrictModel):
+    max_dead_share: float = Field(0.5, ge=0, le=1, description="a layer with more dead units than this share fails")
 
 
 class NeuronTypesSettings(SectionSettings):
@@ -194,6 +198,7 @@ class NeuronTypes(Analysis):
     order = 10
     result_type = NeuronTypesResult
     settings_type = NeuronTypesSettings
+    check_settings = NeuronTypesChecks
     page = PAGE
     unit_anchor_rank = 1
 
@@ -266,6 +271,18 @@ class NeuronTypes(Analysis):
                 border_a = bool(sides[best] > 0) and not dead
         selectivity, top = selectivity_index(class_means) if not dead else (None, None)
         return UnitType(u, dead, column, row, border_w, ratio, side, border_a, selectivity, top)
+
+    def checks(self, result: NeuronTypesResult, thresholds: NeuronTypesChecks, ctx: BuildContext) -> list[CheckResult]:
+        measured = [layer for layer in result.layers if layer.border_activations is not None and layer.units]
+        if not measured:
+            return []
+        worst = max(measured, key=lambda layer: layer.dead / layer.units)
+        share, limit = worst.dead / worst.units, thresholds.max_dead_share
+        file = next((f"layer-{info.slug}.html" for info in ctx.layers if info.name == worst.layer), "neuron-types.html")
+        return [CheckResult(
+            "dead units", judged(share > limit, share > limit / 2), f"{share:.0%}", f"≤ {limit:.0%} in every layer",
+            f"highest: {worst.layer} ({worst.dead} of {worst.units})", f"{file}#neuron-types",
+        )]
 
     def unit_labels(self, result: NeuronTypesResult, kit: ViewKit) -> list[UnitLabel]:
         labels = []

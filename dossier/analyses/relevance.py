@@ -13,8 +13,10 @@ activation maps show each layer's strongest channels.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 from dataclasses import dataclass, field
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -34,10 +36,10 @@ from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, reg
 from dossier.capture import Batch, ForwardHook, hooks, recording
 from dossier.layers import batchnorm_after
 from dossier.plan import Cost, Probe
-from dossier.report.kit import CrossPage, SectionView, ViewKit
+from dossier.report.kit import CheckResult, CrossPage, SectionView, ViewKit, judged
 from dossier.report.pictures import Sprite, grey_map, overlay, signed_heatmap
 from dossier.results import NOT_EXPORTED
-from dossier.settings import SectionSettings
+from dossier.settings import SectionSettings, StrictModel
 from dossier.thumbnails import thumbnails
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,16 @@ _AS_MODULES = {
 }
 
 
+BORDER_BAND = 0.1  # the outer tenth of each side: 36% of the image
+
+
+class RelevanceChecks(StrictModel):
+    max_border_relevance: float = Field(
+        0.6, gt=0, le=1,
+        description="a class whose images put more of their relevance on the border (outer tenth, 36% of the area) fails",
+    )
+
+
 class RelevanceSettings(SectionSettings):
     per_class: int = Field(1, ge=0, description="most confident correct images explained per class")
     mistakes: int = Field(4, ge=0, description="most confident mistakes explained (predicted and true class)")
@@ -96,6 +108,7 @@ class ExplainedImage:
     relevance_sum: float  # input relevance, summed
     conservation: float | None  # relevance_sum / logit; None when the logit is 0
     vanished: bool  # see vanished(): no map is shown
+    border_share: float | None  # share of the positive input relevance on the border band (None: none positive)
     true_conservation: float | None  # for a mistake: the same for the true class
     true_vanished: bool | None  # for a mistake: the same for the true class
     filter_relevance: dict[str, list[float]]  # per conv layer: relevance summed over each channel
@@ -483,6 +496,7 @@ class Relevance(Analysis):
     order = 50
     result_type = RelevanceResult
     settings_type = RelevanceSettings
+    check_settings = RelevanceChecks
     page = CrossPage("relevance.html", "Relevance heatmaps")
 
     def applies(self, ctx: BuildContext) -> str | None:
@@ -537,6 +551,30 @@ class Relevance(Analysis):
             images=explained,
             rankings=[_ranking(layer, explained, settings.top_filters) for layer in convs],
         )
+
+    def checks(self, result: RelevanceResult, thresholds: Any, ctx: BuildContext) -> list[CheckResult]:
+        shown = [image for image in result.images if not image.vanished]
+        off = sum(abs((image.conservation or 0) - 1) > result.tolerance for image in shown)
+        gone = len(result.images) - len(shown)
+        conservation = CheckResult(
+            "relevance conservation", judged(off > 0, gone > 0), f"{off} of {len(shown)} images off",
+            f"|Σ relevance ÷ logit − 1| ≤ {result.tolerance:g}",
+            f"relevance vanished on {gone} image(s)" if gone else "", "relevance.html",
+        )
+        by_class: dict[int, list[float]] = {}
+        for image in shown:
+            if image.correct and image.border_share is not None:
+                by_class.setdefault(image.label, []).append(image.border_share)
+        if not by_class:
+            return [conservation]
+        worst, shares = max(by_class.items(), key=lambda item: float(np.mean(item[1])))
+        share, limit = float(np.mean(shares)), thresholds.max_border_relevance
+        border = CheckResult(
+            "relevance on the image border", judged(share > limit, share > 0.75 * limit), f"{share:.0%}", f"≤ {limit:.0%}",
+            f"class {ctx.dataset.class_names[worst]} ({len(shares)} image(s)): a shortcut warning" if share > 0.75 * limit
+            else f"highest: class {ctx.dataset.class_names[worst]}", "relevance.html",
+        )
+        return [conservation, border]
 
     def unit_rankings(self, result: RelevanceResult) -> dict[str, list[int]]:
         """Most relevant first."""
@@ -607,6 +645,7 @@ class Relevance(Analysis):
                     relevance_sum=total,
                     conservation=_ratio(total, float(logits[n])),
                     vanished=bool(gone[n]),
+                    border_share=border_share(inputs[n]),
                     true_conservation=_ratio(float(true_inputs[k].sum()), float(true_logits[k])) if k is not None else None,
                     true_vanished=bool(true_vanished[k]) if k is not None else None,
                     filter_relevance={l: layer_maps[l][n].sum(dim=(1, 2)).tolist() for l in convs},
@@ -619,6 +658,19 @@ class Relevance(Analysis):
                 )
             )
         return explained
+
+
+def border_share(heatmap: torch.Tensor) -> float | None:
+    """The share of an H×W map's positive relevance on its border band (BORDER_BAND of each side):
+    relevance on the frame rather than on the object is how a shortcut often shows."""
+    positive = heatmap.clamp(min=0)
+    total = float(positive.sum())
+    if total <= 0:
+        return None
+    height, width = positive.shape
+    rows, cols = max(1, math.ceil(BORDER_BAND * height)), max(1, math.ceil(BORDER_BAND * width))
+    inside = positive[rows : height - rows, cols : width - cols]
+    return (total - float(inside.sum())) / total
 
 
 def _ratio(part: float, whole: float) -> float | None:

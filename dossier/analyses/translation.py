@@ -20,12 +20,18 @@ from dossier.analyses.commute import ACTIVATION_SPACE
 from dossier.analyses.purity import balanced_count, reduce_activation
 from dossier.plan import Cost, Probe, Reduction
 from dossier.capture import recording
-from dossier.report.kit import SectionView, ViewKit
+from dossier.report.kit import CheckResult, SectionView, ViewKit, judged
 from dossier.sampling import balanced_sample
-from dossier.settings import SectionSettings
+from dossier.settings import SectionSettings, StrictModel
 
 # Codes longer than this are average-pooled before the cosine distance: memory stays bounded.
 _CODE_FEATURES = 4096
+
+
+class TranslationChecks(StrictModel):
+    max_shift_accuracy_drop: float = Field(
+        0.2, ge=0, le=1, description="accuracy falling by more than this under the translation test fails"
+    )
 
 
 class TranslationSettings(SectionSettings):
@@ -88,6 +94,7 @@ class Translation(Analysis):
     order = 90
     result_type = TranslationResult
     settings_type = TranslationSettings
+    check_settings = TranslationChecks
     page = ACTIVATION_SPACE
     reductions = (Reduction("images", (100, 50), "translation sensitivity on fewer images", rank=3),)
 
@@ -125,6 +132,16 @@ class Translation(Analysis):
         values = np.array([[d for c in result.curves for d in c.cosine_distance[layer]] for layer in layers])
         heatmap = kit.pictures.chart(translation_heatmap(layers, columns, values), "translation-heatmap")
         return SectionView(overview=TranslationOverview(result, curves, heatmap))
+
+    def checks(self, result: TranslationResult, thresholds: TranslationChecks, ctx: BuildContext) -> list[CheckResult]:
+        if not result.curves:
+            return []
+        worst = max(result.curves, key=lambda curve: curve.accuracy[0] - min(curve.accuracy))
+        drop, limit = worst.accuracy[0] - min(worst.accuracy), thresholds.max_shift_accuracy_drop
+        return [CheckResult(
+            "accuracy under shifts", judged(drop > limit, drop > limit / 2), f"−{100 * drop:.1f} points",
+            f"≤ {100 * limit:.0f} points", f"along {worst.axis}, up to {result.max_shift} px", "activation-space.html#translation",
+        )]
 
     def finding(self, result: TranslationResult) -> str | None:
         if not result.curves:

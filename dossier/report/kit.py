@@ -57,6 +57,24 @@ class Column:
 
 
 @dataclass(frozen=True)
+class CheckResult:
+    """One check that gates a release: pass, warn or fail, with the number behind it."""
+
+    name: str  # what is checked, e.g. "top-1 accuracy"
+    status: str  # "pass", "warn" or "fail"
+    value: str  # what was measured, as shown
+    threshold: str  # what it is held to, e.g. "≥ 50%"
+    detail: str  # what a reader should look at: the worst class, the layer
+    evidence: str  # where the evidence is: a relative link
+
+    STATUSES = ("pass", "warn", "fail")
+
+
+def judged(failing: bool, warning: bool) -> str:
+    return "fail" if failing else ("warn" if warning else "pass")
+
+
+@dataclass(frozen=True)
 class SearchEntry:
     title: str  # what the result list shows
     kind: str  # layer, unit, cluster, class, page

@@ -19,6 +19,7 @@ from dossier.layers import LayerInfo
 from dossier.plan import Plan
 from dossier.provenance import Provenance, Stopwatch
 from dossier.report.kit import (
+    CheckResult,
     Column,
     CrossPage,
     ExtraPage,
@@ -74,6 +75,7 @@ class Report:
     finding: str | None
     unit_owner: dict[str, str] = field(default_factory=dict)  # layer -> section whose card is `#unit-N`
     plan: Plan | None = None  # the estimate the build was made with, and what the budget reduced
+    checks: list[CheckResult] = field(default_factory=list)
     pdf_name: str | None = "dossier.pdf"
     size_mb: float = 0.0  # the site as written
     print_units: int | None = None  # pictures per layer section in the PDF, when its size budget says so
@@ -158,6 +160,7 @@ def build_report(
     kit: ViewKit,
     plan: Plan | None = None,
     watch: Stopwatch | None = None,
+    checks: list[CheckResult] | None = None,
 ) -> Report:
     """Turn results into page views, writing every picture the pages show."""
     analyses = [cls() for cls in ordered()]
@@ -196,6 +199,7 @@ def build_report(
         finding=" ".join(s.finding for s in sections if s.finding) or None,
         unit_owner=_unit_owners(analyses, sections),
         plan=plan,
+        checks=checks or [],
     )
 
 
