@@ -32,6 +32,10 @@ from dossier.thumbnails import thumbnail, thumbnails
 
 
 PAGE_UNITS = 64  # unit cards per page: a 512-unit layer gets 8 light pages, not one heavy one
+LATE_GAIN_LIMIT = 0.1  # more of the gain than this in the last fifth of the steps: not converged
+SEED_SPREAD_LIMIT = 0.25  # a second seed's image reaching this much more or less: not a stable picture
+AGREEMENT_LIMIT = 1 / 3  # the halves' top exemplars sharing less than a third of their classes
+_SECOND_SEED = 7919  # the offset of the seed the stability check optimises with
 
 
 class GalleriesSettings(SectionSettings):
@@ -43,6 +47,7 @@ class GalleriesSettings(SectionSettings):
         None, ge=1, description="optimise the N units per layer that matter most (selectivity, relevance); null: all"
     )
     units_per_batch: int = Field(64, ge=1, description="units optimised together, one batch element each")
+    stability_units: int = Field(8, ge=0, description="units per layer optimised again from another seed (stability)")
     exemplars: int = Field(6, ge=1, description="top and bottom data-set images per unit")
     colour_threshold: float = Field(3.0, ge=0, description="std of the RGB histogram peaks of a colour-blind unit (0–255)")
     pdf_units: int = Field(8, ge=0, description="units per layer in the PDF")
@@ -64,6 +69,10 @@ class UnitCard:
     colour_peaks: list[int] | None  # per-channel histogram peak of the max image (0–255)
     colour_blind: bool | None  # None for 1-channel inputs
     grayscale_ratio: float | None  # activation on grayscale top exemplars ÷ on the originals
+    late_gain: float | None  # share of the max image's gain in the last fifth of the steps (converged: small)
+    seed_spread: float | None  # |reached − reached with another seed| ÷ the larger (units optimised twice)
+    exemplar_agreement: float | None  # the top exemplars' classes, half of the data against the other
+    unstable: list[str]  # why the pictures should not be trusted ([] when nothing says so)
     max_image: np.ndarray | None = field(metadata=NOT_EXPORTED)
     min_image: np.ndarray | None = field(metadata=NOT_EXPORTED)
     patches: np.ndarray = field(metadata=NOT_EXPORTED)
@@ -76,11 +85,13 @@ class LayerGallery:
     optimised: int  # units with optimised images
     left_out: str  # why the others have none ("" when every unit has them)
     order: list[int]  # the units, those that matter most first
+    convergence: list[float]  # the mean max objective over the steps, each unit scaled from 0 to 1
 
 
 @dataclass(frozen=True)
 class GalleriesResult(ByLayer):
     steps: int
+    stability_units: int
     parameterisation: str
     decorrelated: bool
     colour_threshold: float
@@ -112,6 +123,10 @@ class RunningExtremes:
             self._merge(name, "top", means, ids, largest=True)
             self._merge(name, "bottom", means, ids, largest=False)
             self._merge(name, "peak", peak.T, ids, largest=True, extra=where.T)
+            for half in (0, 1):  # the top exemplars of each half of the data: their agreement is a stability check
+                rows = indices % 2 == half
+                if rows.any():
+                    self._merge(name, f"top_h{half}", means[:, rows], ids[:, rows], largest=True)
 
     def _merge(
         self, name: str, key: str, values: torch.Tensor, ids: torch.Tensor, largest: bool, extra: torch.Tensor | None = None
@@ -136,9 +151,9 @@ class RunningExtremes:
     def merge(self, other: "RunningExtremes") -> None:
         """Add the extremes of later images (another shard of the data pass)."""
         for name, theirs in other.state.items():
-            for key, largest in (("top", True), ("bottom", False), ("peak", True)):
-                where = theirs.get(f"{key}_where")
-                self._merge(name, key, theirs[key], theirs[f"{key}_ids"], largest, where)
+            for key, largest in (("top", True), ("bottom", False), ("peak", True), ("top_h0", True), ("top_h1", True)):
+                if key in theirs:
+                    self._merge(name, key, theirs[key], theirs[f"{key}_ids"], largest, theirs.get(f"{key}_where"))
 
 
 def receptive_patch(pixels: np.ndarray, position: int, feature_shape: tuple[int, int], field_size: int) -> np.ndarray:
@@ -197,6 +212,7 @@ class Galleries(Analysis):
         kept, images = thumbnails(ctx.dataset, shown, upscale=False)
         return GalleriesResult(
             steps=settings.steps,
+            stability_units=settings.stability_units,
             parameterisation=settings.parameterisation,
             decorrelated=channels == 3,
             colour_threshold=settings.colour_threshold,
@@ -213,6 +229,8 @@ class Galleries(Analysis):
             for start in range(0, chosen, settings.units_per_batch):
                 batch = min(settings.units_per_batch, chosen - start)
                 seconds += 2 * probe.optimisation(info.name, batch, settings.steps, settings.parameterisation)  # max, min
+            if min(chosen, settings.stability_units):  # the max images again, from another seed
+                seconds += probe.optimisation(info.name, min(chosen, settings.stability_units), settings.steps, settings.parameterisation)
             exemplars = min(count * settings.exemplars, len(ctx.dataset))
             seconds += probe.forward_per_image() * (2 * chosen + 2 * exemplars)  # what they reach; grayscale
             seconds += probe.image_seconds() * (count * settings.exemplars + exemplars)  # patches; grayscale
@@ -221,12 +239,14 @@ class Galleries(Analysis):
         return Cost(work, seconds, shrink="analyses.galleries.units, analyses.galleries.steps")
 
     def unit_labels(self, result: GalleriesResult, kit: ViewKit) -> list[UnitLabel]:
-        return [
-            UnitLabel(layer.layer, card.unit, "colour-blind", "colour-blind", self.name, "colour blind grayscale")
-            for layer in result.layers
-            for card in layer.units
-            if card.colour_blind
-        ]
+        labels = []
+        for layer in result.layers:
+            for card in layer.units:
+                if card.colour_blind:
+                    labels.append(UnitLabel(layer.layer, card.unit, "colour-blind", "colour-blind", self.name, "colour blind grayscale"))
+                if card.unstable:
+                    labels.append(UnitLabel(layer.layer, card.unit, "unstable pictures", "unstable", self.name, "; ".join(card.unstable)))
+        return labels
 
     def view(self, result: GalleriesResult, kit: ViewKit) -> SectionView:
         return _view(result, kit, self.settings(kit.config).pdf_units)
@@ -247,49 +267,113 @@ def _layer_gallery(ctx: BuildContext, job: tuple) -> LayerGallery:
     late = ctx.deadline is not None and time.time() > ctx.deadline
     if late:
         chosen = []
-    images = _optimised(ctx, info.name, sorted(chosen), norm) if chosen else {}
+    twice = set(chosen[: settings.stability_units])
+    images = _optimised(ctx, info.name, sorted(chosen), norm, twice) if chosen else {}
     gray_ratio = _grayscale_ratio(ctx, info.name, state["top_ids"], norm) if ctx.config.model.input_size[0] == 3 else None
     cards = [_card(ctx, info, state, u, images.get(u), gray_ratio) for u in range(units)]
+    convergence = mean_curve([images[u].curve for u in sorted(images)])
     why = ""
     if late:
         why = "the time budget ran out before this layer"
     elif len(chosen) < units:
         why = f"the time budget allowed the {len(chosen)} units that matter most (class selectivity, then relevance)"
-    return LayerGallery(info.name, cards, len(chosen), why, list(order))
+    return LayerGallery(info.name, cards, len(chosen), why, list(order), convergence)
 
 
-def _optimised(ctx: BuildContext, layer: str, units: list[int], norm) -> dict[int, tuple[torch.Tensor, torch.Tensor, float, float]]:
-    """Per unit: its max and min images and the activations they reach."""
+@dataclass(frozen=True)
+class _Optimised:
+    """A unit's max and min images, what they reach, how the max converged and, for the units
+    optimised twice, how far a second seed's max image lands from the first."""
+
+    max_image: torch.Tensor
+    min_image: torch.Tensor
+    reached_max: float
+    reached_min: float
+    curve: np.ndarray  # the max objective at each step
+    seed_spread: float | None
+
+
+def _optimised(ctx: BuildContext, layer: str, units: list[int], norm, twice: set[int]) -> dict[int, _Optimised]:
+    """Per unit: its optimised images; the units in `twice` get their max image again from another seed."""
     settings, config = ctx.config.analyses.galleries, ctx.config
     common = dict(
         layers=[layer], input_size=config.model.input_size, mean=config.model.channel_mean,
         std=config.model.channel_std, steps=settings.steps, parameterisation=settings.parameterisation,
-        transforms=Transforms(), device=ctx.device,
+        transforms=Transforms(), device=ctx.device, mixed_precision=ctx.options.mixed_precision,
     )
+
+    def maximise(batch: torch.Tensor, seed: int, trace: list | None = None) -> torch.Tensor:
+        return optimise(ctx.model.module, channel(layer, batch, 1.0, norm), batch=len(batch), seed=seed, trace=trace, **common)
+
     found = {}
     for start in range(0, len(units), settings.units_per_batch):
         batch = torch.tensor(units[start : start + settings.units_per_batch], device=ctx.device)
-        seed = config.seed + int(batch[0])
-        maxima = optimise(ctx.model.module, channel(layer, batch, 1.0, norm), batch=len(batch), seed=seed, **common)
+        seed, trace = config.seed + int(batch[0]), []
+        maxima = maximise(batch, seed, trace)
         minima = optimise(ctx.model.module, channel(layer, batch, -1.0, norm), batch=len(batch), seed=seed + 1, **common)
         reached_max, reached_min = _reached(ctx, layer, maxima, batch, norm), _reached(ctx, layer, minima, batch, norm)
+        curves = torch.stack(trace, dim=1).numpy()  # units × steps
+        again = [k for k, unit in enumerate(batch.tolist()) if unit in twice]
+        spread = {}
+        if again:
+            other = maximise(batch[again], seed + _SECOND_SEED)
+            for k, value in zip(again, _reached(ctx, layer, other, batch[again], norm).tolist()):
+                first = float(reached_max[k])
+                spread[k] = abs(first - value) / max(abs(first), abs(value), 1e-12)
         for k, unit in enumerate(batch.tolist()):
-            found[unit] = (maxima[k], minima[k], float(reached_max[k]), float(reached_min[k]))
+            found[unit] = _Optimised(
+                maxima[k], minima[k], float(reached_max[k]), float(reached_min[k]), curves[k], spread.get(k)
+            )
     return found
 
 
-def _card(ctx: BuildContext, info, state: dict[str, torch.Tensor], u: int, optimised, gray_ratio) -> UnitCard:
+def late_gain(curve: np.ndarray) -> float | None:
+    """The share of an optimisation's gain made in its last fifth of steps: near 0, it converged.
+    Means over tenths of the steps smooth out the random transforms' noise."""
+    steps = len(curve)
+    if steps < 10:
+        return None
+    tenth = steps // 10
+    start, before_end, end = curve[:tenth].mean(), curve[-3 * tenth : -2 * tenth].mean(), curve[-tenth:].mean()
+    gain = end - start
+    return float((end - before_end) / gain) if gain > 0 else None
+
+
+def mean_curve(curves: list[np.ndarray], points: int = 24) -> list[float]:
+    """The layer's convergence: each unit's curve scaled from its start (0) to its end (1), averaged."""
+    scaled = []
+    for curve in curves:
+        span = curve[-max(1, len(curve) // 10):].mean() - curve[0]
+        if span > 0:
+            scaled.append((curve - curve[0]) / span)
+    if not scaled:
+        return []
+    mean = np.mean(scaled, axis=0)
+    positions = np.linspace(0, len(mean) - 1, min(points, len(mean))).round().astype(int)
+    return [round(float(mean[p]), 4) for p in positions]
+
+
+def _card(
+    ctx: BuildContext, info, state: dict[str, torch.Tensor], u: int, optimised: _Optimised | None, gray_ratio
+) -> UnitCard:
     settings = ctx.config.analyses.galleries
     dataset_max = float(state["top"][u, 0])
-    max_pixels = _to_uint8(optimised[0]) if optimised else None
+    max_pixels = _to_uint8(optimised.max_image) if optimised else None
     peaks = histogram_peaks(max_pixels) if max_pixels is not None and max_pixels.shape[2] == 3 else None
+    converged = late_gain(optimised.curve) if optimised else None
+    halves = "top_h0_ids" in state and "top_h1_ids" in state
+    agreement = exemplar_agreement(ctx.dataset.labels, state["top_h0_ids"][u], state["top_h1_ids"][u]) if halves else None
     return UnitCard(
         unit=u,
         optimised=optimised is not None,
         dataset_max=dataset_max,
-        reached_max=optimised[2] if optimised else None,
-        reached_min=optimised[3] if optimised else None,
-        quality=optimised[2] / dataset_max if optimised and dataset_max > 0 else None,
+        reached_max=optimised.reached_max if optimised else None,
+        reached_min=optimised.reached_min if optimised else None,
+        quality=optimised.reached_max / dataset_max if optimised and dataset_max > 0 else None,
+        late_gain=converged,
+        seed_spread=optimised.seed_spread if optimised else None,
+        exemplar_agreement=agreement,
+        unstable=_unstable(converged, optimised.seed_spread if optimised else None, agreement),
         top=state["top_ids"][u].tolist(),
         top_values=state["top"][u].tolist(),
         bottom=state["bottom_ids"][u].tolist(),
@@ -299,9 +383,33 @@ def _card(ctx: BuildContext, info, state: dict[str, torch.Tensor], u: int, optim
         colour_blind=bool(np.std(peaks) <= settings.colour_threshold) if peaks else None,
         grayscale_ratio=float(gray_ratio[u]) if gray_ratio is not None else None,
         max_image=thumbnail(max_pixels, upscale=False) if optimised else None,
-        min_image=thumbnail(_to_uint8(optimised[1]), upscale=False) if optimised else None,
+        min_image=thumbnail(_to_uint8(optimised.min_image), upscale=False) if optimised else None,
         patches=_patches(ctx, info, state, u),
     )
+
+
+def exemplar_agreement(labels: np.ndarray, first: torch.Tensor, second: torch.Tensor) -> float | None:
+    """How much the classes of a unit's top exemplars agree between the two halves of the data
+    (histogram intersection, 0 to 1): a unit's exemplars mean something when both halves show it
+    the same kind of image."""
+    if len(first) == 0 or len(second) == 0:
+        return None
+    classes = int(labels.max()) + 1
+    a = np.bincount(labels[first.numpy()], minlength=classes) / len(first)
+    b = np.bincount(labels[second.numpy()], minlength=classes) / len(second)
+    return float(np.minimum(a, b).sum())
+
+
+def _unstable(late: float | None, spread: float | None, agreement: float | None) -> list[str]:
+    """Why a unit's pictures should not be trusted, if they should not."""
+    reasons = []
+    if late is not None and late > LATE_GAIN_LIMIT:
+        reasons.append(f"still improving: {late:.0%} of its gain in the last fifth of the steps")
+    if spread is not None and spread > SEED_SPREAD_LIMIT:
+        reasons.append(f"another seed's max image reaches {spread:.0%} more or less")
+    if agreement is not None and agreement < AGREEMENT_LIMIT:
+        reasons.append(f"its top exemplars' classes agree {agreement:.0%} between the two halves of the data")
+    return reasons
 
 
 def _reached(ctx: BuildContext, layer: str, images: torch.Tensor, units: torch.Tensor, norm) -> torch.Tensor:

@@ -75,6 +75,7 @@ class LayerKernelClusters:
     linkage: list[list[float]]  # scipy linkage matrix: the dendrogram
     labels: list[int]  # spectral clustering, per unit
     ward_agreement: float | None  # ARI between the Ward cut and the spectral clusters
+    seed_agreement: float | None  # ARI between the spectral clusters of two seeds: stability
     embedding: list[list[float]]  # 2-D position per unit
     embedding_method: str
     groups: list[KernelCluster]
@@ -166,6 +167,7 @@ def cluster_kernels(name: str, weight: np.ndarray, settings, seed: int) -> Layer
         linkage=tree.tolist(),
         labels=labels.tolist(),
         ward_agreement=float(adjusted_rand_score(ward, labels)),
+        seed_agreement=float(adjusted_rand_score(labels, spectral_labels(vectors, k, seed + 1))),
         embedding=embedding.tolist(),
         embedding_method=method,
         groups=[g for g in groups if g.size],
@@ -192,7 +194,7 @@ def _group(cluster: int, labels: np.ndarray, vectors: np.ndarray, averaged: np.n
 def _skipped(base: dict, reason: str) -> LayerKernelClusters:
     return LayerKernelClusters(
         **base, skipped=reason, clusters=0, chosen_by="", merge_heights=[], linkage=[], labels=[],
-        ward_agreement=None, embedding=[], embedding_method="", groups=[],
+        ward_agreement=None, seed_agreement=None, embedding=[], embedding_method="", groups=[],
     )
 
 

@@ -132,9 +132,10 @@ class Probes(Analysis):
         chart = None
         if result.layers:
             series = {probe: [e.accuracy[probe] for e in result.layers] for probe in PROBES}
+            intervals = {probe: [1.96 * e.spread[probe] / result.folds**0.5 for e in result.layers] for probe in PROBES}
             figure = lines_by_depth(
                 [e.layer for e in result.layers], series, result.chance, "cross-validated accuracy",
-                "layer ('input' = raw pixels)",
+                "layer ('input' = raw pixels)", errors=intervals,
             )
             chart = kit.pictures.chart(figure, "probes-by-depth")
         return SectionView(layers=layers, overview=ProbesOverview(result, chart))

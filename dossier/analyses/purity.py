@@ -55,6 +55,7 @@ class LayerPurity:
     purity: float
     nmi: float
     ari: float
+    seed_agreement: float  # ARI between the k-means clusters of two seeds: stability
     clusters: list[ClusterSummary]
 
 
@@ -310,6 +311,7 @@ def _layer_purity(ctx: BuildContext, job: tuple) -> LayerPurity:
     settings = ctx.config.analyses.purity
     classes = len(ctx.dataset.class_names)
     assignment, distances = kmeans_clusters(vectors, classes, settings.n_init, ctx.config.seed)
+    again, _ = kmeans_clusters(vectors, classes, settings.n_init, ctx.config.seed + 1)
     return LayerPurity(
         layer=name,
         features=int(vectors.shape[1]),
@@ -317,6 +319,7 @@ def _layer_purity(ctx: BuildContext, job: tuple) -> LayerPurity:
         purity=purity_score(labels, assignment),
         nmi=float(normalized_mutual_info_score(labels, assignment)),
         ari=float(adjusted_rand_score(labels, assignment)),
+        seed_agreement=float(adjusted_rand_score(assignment, again)),
         clusters=summarise_clusters(ctx, assignment, distances, labels, indices, classes, settings.representatives),
     )
 

@@ -190,14 +190,18 @@ def _resize_nearest(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def lines_by_depth(
-    layer_names: list[str], series: dict[str, list[float]], chance: float | None, ylabel: str, xlabel: str
+    layer_names: list[str], series: dict[str, list[float]], chance: float | None, ylabel: str, xlabel: str,
+    errors: dict[str, list[float]] | None = None,
 ) -> plt.Figure:
-    """One line per series over the layers in network order, with chance level marked."""
+    """One line per series over the layers in network order, with chance level marked and, for
+    the series given `errors`, an interval of ± that much at each point."""
     width = min(11.0, max(5.5, 0.35 * len(layer_names)))
     figure, axes = plt.subplots(figsize=(width, 3.2))
     depth = np.arange(len(layer_names))
     for (label, values), marker in zip(series.items(), "os^vDP"):
-        axes.plot(depth, values, marker=marker, label=label, markersize=4)
+        line = axes.plot(depth, values, marker=marker, label=label, markersize=4)[0]
+        if errors and label in errors:
+            axes.errorbar(depth, values, yerr=errors[label], fmt="none", ecolor=line.get_color(), capsize=2, linewidth=0.8)
     if chance is not None:
         axes.axhline(chance, color="grey", linewidth=1, linestyle="-.", label="chance")
     _layer_axis(axes, layer_names)
