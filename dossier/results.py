@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
@@ -55,8 +57,20 @@ def save(result: Any, path: Path) -> None:
     document = _encode(result, arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
     if arrays:
-        np.savez_compressed(path.with_suffix(".npz"), **arrays)
-    path.with_suffix(".json").write_text(json.dumps(document), encoding="utf-8")
+        _atomic_write(path.with_suffix(".npz"), lambda handle: np.savez_compressed(handle, **arrays))
+    # The JSON last: load() reads an entry only when it exists, so an interrupted save is a miss.
+    _atomic_write(path.with_suffix(".json"), lambda handle: handle.write(json.dumps(document).encode()))
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write to a temporary file beside path and rename it: a kill never leaves half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(partial, "wb") as handle:
+            write(handle)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load(cls: type[T], path: Path) -> T | None:
