@@ -10,7 +10,6 @@ import logging
 import os
 import resource
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from dossier import __version__, results as results_io
-from dossier.analyses import ALWAYS_RUN, REGISTRY, BuildContext, finding, ordered
+from dossier.analyses import ALWAYS_RUN, REGISTRY, BuildContext, finding, ordered, warnings
 from dossier.analyses.base import Analysis
 from dossier.capture import PassOptions, data_pass, shard_ranges
 from dossier.config import Config
@@ -32,6 +31,7 @@ from dossier.errors import DataError, DossierError
 from dossier.layers import discover_layers
 from dossier.manifest import file_sha256, write_manifest
 from dossier.model_source import load_model, resolve_device
+from dossier.output import output_lock, staged
 from dossier.plan import Cost, Plan, Probe, Stage, duration, footprint, parse_budget, plan_build
 from dossier.provenance import Provenance, Stopwatch, environment, package_versions
 from dossier.report.kit import CheckResult, ViewKit
@@ -40,7 +40,6 @@ from dossier.report.render import write_export, write_pdf, write_site
 
 log = logging.getLogger(__name__)
 
-OUTPUT_MARKER = "dossier.json"  # a folder holding it is a dossier output we may replace
 CPU_BATCH = 64  # images per forward pass on a CPU when batch_size is auto
 _MEMORY_SHARE = 0.4  # of the GPU's free memory a data-pass batch may take (activations are kept)
 _PROBE_IMAGES = 4  # images of the forward that measures a batch's memory
@@ -95,7 +94,14 @@ def build(
     `budget` (e.g. "20m", "none") overrides the config's."""
     started = time.perf_counter()
     out_dir = out_dir.resolve()
-    _check_replaceable(out_dir)
+    with output_lock(out_dir):
+        return _locked_build(config, out_dir, device, pdf, only, strict, scheduler, budget, started)
+
+
+def _locked_build(
+    config: Config, out_dir: Path, device: str | None, pdf: bool, only: list[str] | None,
+    strict: bool, scheduler: str | None, budget: str | None, started: float,
+) -> BuildOutcome:
     watch = Stopwatch()
     cache_dir = cache_dir_for(out_dir)
     executor = executor_for(scheduler or config.scheduler)
@@ -110,8 +116,7 @@ def build(
     log.info("[5/5] rendering the site%s", " and the PDF" if pdf else "")
     config = ctx.config  # with the budget's reductions, if any
     provenance = _provenance(config, ctx, watch, computed.cached)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_ensure_parent(out_dir)))
-    try:
+    with staged(out_dir) as staging:
         with watch.stage("render site"):
             report = render_site(config, ctx, computed, provenance, staging, pdf, watch)
         if pdf:
@@ -124,10 +129,6 @@ def build(
             "config_sha256": file_sha256(config.path),
         }
         write_manifest(staging, inputs, {"dossier": __version__, **provenance.packages})
-        _replace(out_dir, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return BuildOutcome(
         out_dir=out_dir,
         index=out_dir / "index.html",
@@ -571,34 +572,5 @@ def export_document(config: Config, provenance: Provenance, layers, computed: Co
         "not_applicable": computed.not_applicable,
         "checks": [results_io.to_export(check) for check in computed.checks],
         "finding": finding(computed.results),
+        "warnings": warnings(computed.results),
     }
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DossierError(f"--out: '{out_dir}' exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / OUTPUT_MARKER).is_file():
-        raise DossierError(
-            f"--out: '{out_dir}' is a non-empty folder that is not a dossier output; refusing to replace it"
-        )
-
-
-def _ensure_parent(out_dir: Path) -> Path:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return out_dir.parent
-
-
-def _replace(out_dir: Path, staging: Path) -> None:
-    """Swap the finished build into place; the old output survives until the new one is there."""
-    staging.chmod(0o755)
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    retired = out_dir.with_name(f".{out_dir.name}.old-{staging.name.rsplit('.', 1)[-1]}")
-    out_dir.rename(retired)
-    try:
-        staging.rename(out_dir)
-    except OSError:
-        retired.rename(out_dir)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
 
 
@@ -57,9 +59,12 @@ class ImageSet(Dataset):
         assert self._paths is not None
         path = self._paths[index]
         try:
-            with Image.open(path) as handle:
-                return _resize(np.asarray(_convert(handle, self.input_size[0])), self.input_size)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            with warnings.catch_warnings():
+                # Above Pillow's MAX_IMAGE_PIXELS it only warns: skip such an image, do not decode it.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as handle:
+                    return _resize(np.asarray(_convert(handle, self.input_size[0])), self.input_size)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             if self.names[index] not in self.skipped:
                 log.warning("skipping unreadable image %s: %s", path, exc)
                 self.skipped[self.names[index]] = str(exc).splitlines()[0] if str(exc) else "unreadable"
@@ -88,6 +93,11 @@ def collate_readable(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def _convert(image: Image.Image, channels: int) -> Image.Image:
+    if image.mode in WIDE_MODES:
+        # Pillow's convert clips 16- and 32-bit values at 255 (a white image); scale them instead.
+        wide = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or wide.max() <= 65535 else float(wide.max())
+        image = Image.fromarray(np.clip(wide / top * 255.0, 0, 255).round().astype(np.uint8))
     return image.convert("L" if channels == 1 else "RGB")
 
 

@@ -94,10 +94,12 @@ def discover_layers(
                 shapes = {name: tuple(out.shape[1:]) for name, out in outputs.items()}
     except Exception as exc:  # any failure of the user's model on this input is an input error
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        where = "" if scripted else _failing_module(model, probe)
         raise ModelError(
-            f"model.input_size {list(input_size)}: the model rejects an input of this size ({first})"
+            f"model.input_size {list(input_size)}: the model rejects an input of this size"
+            f"{where} ({first})"
         ) from None
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(probe):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ModelError(f"model: output is {shape}; expected class scores of shape (batch, classes)")
     if requested == "auto" and not scripted:
@@ -127,6 +129,29 @@ def discover_layers(
             )
         )
     return layers, int(logits.shape[1])
+
+
+def _failing_module(model: nn.Module, probe: torch.Tensor) -> str:
+    """' in layer NAME (Type)' for the innermost module that was running when the forward pass
+    raised, found by running it again with every module instrumented; '' when none was."""
+    running: list[str] = []
+
+    def enter(name: str):
+        return lambda _module, _inputs: running.append(name)
+
+    def leave(name: str):
+        return lambda _module, _inputs, _output: running.pop()
+
+    modules = dict(model.named_modules())
+    named = [name for name in modules if name]
+    try:
+        with torch.no_grad(), hooks(model, {n: leave(n) for n in named}, {n: enter(n) for n in named}):
+            model(probe)
+    except Exception:
+        pass
+    if not running:
+        return ""
+    return f" in layer '{running[-1]}' ({module_type(modules[running[-1]])})"
 
 
 def receptive_fields(

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from dossier.errors import DossierError, ModelError
 from dossier.exported import load_exported
@@ -56,7 +57,27 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def load_model(config: Config, cache_dir: Path) -> LoadedModel:
-    """Build the configured model on the CPU, in eval mode, with its weights loaded."""
+    """Build the configured model on the CPU, in eval mode, with its weights loaded and finite."""
+    loaded = _load_model(config, cache_dir)
+    _refuse_non_finite(loaded.module, config)
+    return loaded
+
+
+def _refuse_non_finite(module: nn.Module, config: Config) -> None:
+    """A NaN or an infinity in a weight makes every activation after it meaningless; say which."""
+    key = "model.weights" if config.model.weights is not None else f"model.{config.model.source}"
+    for name, tensor in module.state_dict().items():
+        if is_lazy(tensor) or not tensor.is_floating_point():
+            continue  # a lazy module's parameters exist only after its first forward pass
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(
+                f"{key}: tensor '{name}' holds {bad} NaN or infinite value(s) "
+                f"of {tensor.numel()}; refusing to describe a broken model"
+            )
+
+
+def _load_model(config: Config, cache_dir: Path) -> LoadedModel:
     spec = config.model
     if spec.builtin == "digits-cnn" and spec.weights is None:
         module, path = trained_digits_cnn(config.seed, cache_dir)
@@ -70,6 +91,9 @@ def load_model(config: Config, cache_dir: Path) -> LoadedModel:
     torch.manual_seed(config.seed)  # a randomly initialised model is reproducible too
     module = _build(config)
     scripted = isinstance(module, torch.jit.ScriptModule)
+    if spec.weights is None and scripted:
+        path = config.resolve(spec.torchscript)
+        return LoadedModel(module.eval(), f"{spec.torchscript} (the TorchScript file's own weights)", file_sha256(path), True, True)
     if spec.weights is None:
         return LoadedModel(module.eval(), "none: randomly initialised", None, False, scripted)
     if spec.torchvision and _is_torchvision_weights_name(config, spec.weights):

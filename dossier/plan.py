@@ -276,6 +276,16 @@ class Probe:
 Estimator = Callable[["BuildContext", list["Analysis"], Probe, "Config"], list[Stage]]
 
 
+def _cost(analysis: Analysis, ctx: BuildContext, probe: Probe, config: Config) -> Cost | None:
+    """The analysis's estimate, or None when estimating fails: the analysis itself will then
+    fail in its own place in the build and be reported there, not end the build here."""
+    try:
+        return analysis.cost(ctx, probe, analysis.settings(config))
+    except Exception as exc:  # a section's estimate must not take the other sections down
+        log.warning("%s: no estimate (%s: %s)", analysis.name, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        return None
+
+
 def plan_build(
     ctx: BuildContext, analyses: list[Analysis], budget: float | None, data_pass: Estimator, render: Estimator
 ) -> tuple[Plan, Config]:
@@ -287,7 +297,7 @@ def plan_build(
     def estimate(config: Config) -> list[Stage]:
         stages = data_pass(ctx, analyses, probe, config)
         for analysis in analyses:
-            cost = analysis.cost(ctx, probe, analysis.settings(config))
+            cost = _cost(analysis, ctx, probe, config)
             if cost is not None:
                 stages.append(Stage(analysis.name, analysis.title, cost))
         return stages + render(ctx, analyses, probe, config)

@@ -144,7 +144,7 @@ def test_failed_build_leaves_the_previous_output_untouched(tiny_config: Path, cl
         cli("build", tiny_config, "--out", out)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
-    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".out")] == []
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".out")] == [".out.lock"]
 
 
 def test_refuses_to_replace_a_folder_that_is_not_a_dossier(tiny_config: Path, cli) -> None:

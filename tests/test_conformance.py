@@ -1,7 +1,8 @@
 """Every registered analysis, checked the same way (in the style of scikit-learn's estimator
 checks): on a tiny model its result round-trips through the cache and shows in the site, the PDF
 and dossier.json; on models it cannot apply to (TorchScript, one input channel, only 1×1
-convolutions) it states why, in the site and the PDF, instead of failing or disappearing; on the
+convolutions, grouped and dilated ones with a one-unit layer, no convolution at all) it states
+why, in the site and the PDF, instead of failing or disappearing; on the
 tiny model saved with torch.export it gives the eager model's result."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ analyses:
   deepdream: {steps: 2, octaves: 2}
   probes: {folds: 2, trees: 5}
 """
-ODD_MODELS = ("torchscript", "grayscale", "pointwise")
+ODD_MODELS = ("torchscript", "grayscale", "pointwise", "odd", "mlp")
 
 
 def _config(project: Path, case: str) -> Path:
@@ -50,6 +51,8 @@ def _config(project: Path, case: str) -> Path:
             text.replace("{num_classes: 3}", "{num_classes: 3, channels: 1}").replace("  weights: tiny.pt\n", "")
             .replace("[3, 12, 12]", "[1, 12, 12]").replace("[0.5, 0.5, 0.5]", "[0.5]").replace("[0.25, 0.25, 0.25]", "[0.25]")
         )
+    elif case in ("odd", "mlp"):  # tests/tiny_models.py: grouped, dilated, one unit; no convolution
+        text = text.replace("models.py:build", f"models.py:build_{case}").replace("  weights: tiny.pt\n", "")
     elif case == "pointwise":
         text = text.replace("{num_classes: 3}", "{num_classes: 3, kernel: 1}").replace("  weights: tiny.pt\n", "")
     return write_config(project, text, f"{case}.yaml")
@@ -148,6 +151,8 @@ def test_the_odd_models_lose_the_expected_sections(dossiers: dict[str, Path]) ->
     assert {"relevance", "galleries", "deepdream", "translation", "embedding"} <= missing["torchscript"]
     assert {"kernel_clusters", "tda_rings"} <= missing["pointwise"]
     assert "galleries" not in missing["grayscale"]  # applies; only its colour-blind part does not
+    assert {"kernel_clusters", "tda_rings", "galleries", "deepdream"} <= missing["mlp"]
+    assert "relevance" not in missing["mlp"] and "relevance" not in missing["odd"]
     grayscale = (dossiers["grayscale"] / "neuron-types.html").read_text()
     assert "there is no colour to be blind to" in grayscale
 

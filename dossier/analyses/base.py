@@ -163,6 +163,11 @@ class Analysis(ABC):
         """A sentence for the index's finding paragraph, written from the numbers."""
         return None
 
+    def warning(self, result: Any) -> str | None:
+        """A problem that makes the whole dossier misleading (a model guessing on this data),
+        said at the top of every page and on the PDF cover."""
+        return None
+
     def checks(self, result: Any, thresholds: Any, ctx: BuildContext) -> list[CheckResult]:
         """The release checks its result passes, warns or fails (thresholds: the config's checks)."""
         return []
@@ -180,6 +185,11 @@ def ordered(names: Mapping[str, Any] | list[str] | None = None) -> list[type[Ana
     """Registered analyses in report order (only the named ones, when names are given)."""
     chosen = REGISTRY.values() if names is None else [REGISTRY[n] for n in dict.fromkeys(names) if n in REGISTRY]
     return sorted(chosen, key=lambda cls: cls.order)
+
+
+def warnings(results: Mapping[str, Any]) -> list[str]:
+    """The sections' warnings (Analysis.warning), in report order."""
+    return [w for cls in ordered(results) if (w := cls().warning(results[cls.name]))]
 
 
 def finding(results: Mapping[str, Any]) -> str | None:

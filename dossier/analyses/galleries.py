@@ -202,6 +202,7 @@ class Galleries(Analysis):
             (
                 info, consumer.state[info.name], consumer.norms[info.name][0] if info.name in consumer.norms else None,
                 importance(ctx, info.name, consumer.state[info.name]),
+                ctx.results["neuron_types"].dead_units(info.name) if "neuron_types" in ctx.results else set(),
             )
             for info in ctx.recorded_layers
             if info.name in consumer.state
@@ -259,7 +260,7 @@ class Galleries(Analysis):
 def _layer_gallery(ctx: BuildContext, job: tuple) -> LayerGallery:
     """One layer: optimised images for its most important units (all, unless the budget says
     otherwise), and for every unit what they reach, exemplars, patches and colour."""
-    info, state, norm_name, order = job
+    info, state, norm_name, order, dead = job
     settings = ctx.config.analyses.galleries
     norm = dict(ctx.model.module.named_modules())[norm_name] if norm_name else None
     units = info.output_shape[0]
@@ -270,7 +271,7 @@ def _layer_gallery(ctx: BuildContext, job: tuple) -> LayerGallery:
     twice = set(chosen[: settings.stability_units])
     images = _optimised(ctx, info.name, sorted(chosen), norm, twice) if chosen else {}
     gray_ratio = _grayscale_ratio(ctx, info.name, state["top_ids"], norm) if ctx.config.model.input_size[0] == 3 else None
-    cards = [_card(ctx, info, state, u, images.get(u), gray_ratio) for u in range(units)]
+    cards = [_card(ctx, info, state, u, images.get(u), gray_ratio, u in dead) for u in range(units)]
     convergence = mean_curve([images[u].curve for u in sorted(images)])
     why = ""
     if late:
@@ -354,8 +355,11 @@ def mean_curve(curves: list[np.ndarray], points: int = 24) -> list[float]:
 
 
 def _card(
-    ctx: BuildContext, info, state: dict[str, torch.Tensor], u: int, optimised: _Optimised | None, gray_ratio
+    ctx: BuildContext, info, state: dict[str, torch.Tensor], u: int, optimised: _Optimised | None, gray_ratio,
+    dead: bool,
 ) -> UnitCard:
+    """A unit's card. A dead unit (it never fires on the data) gets no colour or stability label:
+    its optimised image is noise the objective could not move."""
     settings = ctx.config.analyses.galleries
     dataset_max = float(state["top"][u, 0])
     max_pixels = _to_uint8(optimised.max_image) if optimised else None
@@ -373,14 +377,14 @@ def _card(
         late_gain=converged,
         seed_spread=optimised.seed_spread if optimised else None,
         exemplar_agreement=agreement,
-        unstable=_unstable(converged, optimised.seed_spread if optimised else None, agreement),
+        unstable=[] if dead else _unstable(converged, optimised.seed_spread if optimised else None, agreement),
         top=state["top_ids"][u].tolist(),
         top_values=state["top"][u].tolist(),
         bottom=state["bottom_ids"][u].tolist(),
         bottom_values=state["bottom"][u].tolist(),
         patch_values=state["peak"][u].tolist(),
         colour_peaks=peaks,
-        colour_blind=bool(np.std(peaks) <= settings.colour_threshold) if peaks else None,
+        colour_blind=bool(np.std(peaks) <= settings.colour_threshold) if peaks and not dead else None,
         grayscale_ratio=float(gray_ratio[u]) if gray_ratio is not None else None,
         max_image=thumbnail(max_pixels, upscale=False) if optimised else None,
         min_image=thumbnail(_to_uint8(optimised.min_image), upscale=False) if optimised else None,

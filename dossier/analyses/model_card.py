@@ -130,6 +130,12 @@ class _Accuracy:
         self.sample_top.update(other.sample_top)
 
 
+def guessing_at(result: ModelCardResult) -> float | None:
+    """Chance accuracy (the largest class's share) when top-1 is not clearly above it, else None."""
+    chance = max(result.per_class_images) / max(1, result.images)
+    return chance if result.top1 <= NEAR_CHANCE * chance else None
+
+
 @register
 class ModelCard(Analysis):
     name = "model_card"
@@ -189,9 +195,20 @@ class ModelCard(Analysis):
             ],
         )
 
+    def warning(self, result: ModelCardResult) -> str | None:
+        chance = guessing_at(result)
+        if chance is None:
+            return None
+        return (
+            f"The model is guessing on this data: top-1 accuracy {result.top1:.1%}, chance {chance:.1%}. "
+            "The likely cause is class folders whose sorted order differs from the model's outputs "
+            "(map them with data.class_index), or data unlike the training data; every finding below "
+            "describes a model that does not work on these images."
+        )
+
     def checks(self, result: ModelCardResult, thresholds: ModelCardChecks, ctx: BuildContext) -> list[CheckResult]:
         chance = max(result.per_class_images) / max(1, result.images)
-        guessing = result.top1 <= NEAR_CHANCE * chance
+        guessing = guessing_at(result) is not None
         top1 = CheckResult(
             "top-1 accuracy", judged(result.top1 < thresholds.min_top1 or guessing, result.top1 < thresholds.min_top1 + 0.05),
             f"{result.top1:.1%}", f"≥ {thresholds.min_top1:.0%}",

@@ -86,6 +86,11 @@ class NeuronTypesResult(ByLayer):
     selectivity_threshold: float
     layers: list[LayerTypes]
 
+    def dead_units(self, layer: str) -> set[int]:
+        """Units that never fire on the data: no label computed from their activations means anything."""
+        entry = self.for_layer(layer)
+        return {row.unit for row in entry.rows if row.dead} if entry else set()
+
     def most_selective(self, layer: str) -> list[int]:
         """The layer's units by class selectivity, highest first (dead units have none)."""
         entry = self.for_layer(layer)

@@ -147,11 +147,23 @@ class Probes(Analysis):
         if len(result.layers) < 2:
             return None
         linear = [(entry.layer, entry.accuracy[PROBES[0]]) for entry in result.layers]
-        best = max(value for _, value in linear)
-        first, readable = next((layer, value) for layer, value in linear if value >= best - READABLE_MARGIN)
+        best_layer, best = max(linear[1:], key=lambda item: item[1])  # the first of ties
+        pixels = linear[0][1]
+        if best < result.chance + READABLE_MARGIN:
+            return (
+                f"No recorded layer makes the class linearly readable: the logistic-regression probe's best "
+                f"accuracy, {best:.1%} at {best_layer}, is close to chance ({result.chance:.1%})."
+            )
+        if best < pixels + READABLE_MARGIN:
+            return (
+                f"No recorded layer makes the class more linearly readable than the raw pixels: the "
+                f"logistic-regression probe reads {pixels:.1%} from the pixels and at most {best:.1%} "
+                f"from a layer ({best_layer}; chance {result.chance:.1%})."
+            )
+        first, readable = next((layer, value) for layer, value in linear[1:] if value >= best - READABLE_MARGIN)
         return (
             f"The class becomes linearly readable at {first}: the logistic-regression probe's accuracy rises from "
-            f"{linear[0][1]:.1%} on the raw pixels to {readable:.1%} there (best {best:.1%}; chance {result.chance:.1%})."
+            f"{pixels:.1%} on the raw pixels to {readable:.1%} there (best {best:.1%}; chance {result.chance:.1%})."
         )
 
 

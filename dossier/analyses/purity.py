@@ -239,9 +239,16 @@ class Purity(Analysis):
         ]
 
     def finding(self, result: PurityResult) -> str | None:
-        if not result.layers:
+        if len(result.layers) < 2:
             return None
-        peak = max(result.layers, key=lambda entry: entry.purity)
+        pixels = result.layers[0]
+        peak = max(result.layers[1:], key=lambda entry: entry.purity)
+        if peak.purity <= pixels.purity:
+            return (
+                f"No recorded layer clusters the classes better than the raw pixels: k-means purity is at most "
+                f"{peak.purity:.3f} ({peak.layer}) against {pixels.purity:.3f} for the pixels "
+                f"and {result.chance_purity:.3f} by chance."
+            )
         return (
             f"k-means purity peaks at {peak.layer} ({peak.purity:.3f}, against {result.layers[0].purity:.3f} "
             f"for the raw pixels and {result.chance_purity:.3f} by chance)."

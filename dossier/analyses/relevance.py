@@ -390,6 +390,9 @@ def input_bounds(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch
 def deep_taylor_composite(model: nn.Module, conv_names: list[str], input_size, mean, std, device) -> SpecialFirstLayerMapComposite:
     low, high = input_bounds(mean, std)
     box = ZBox(low.to(device), high.to(device), stabilizer=_STABILISER, zero_params=["bias"])
+    # A dense first layer (a model without convolutions) sees the flattened image: per-pixel bounds.
+    flat = [bound.expand(1, *input_size).reshape(1, -1).to(device) for bound in (low, high)]
+    dense_box = ZBox(*flat, stabilizer=_STABILISER, zero_params=["bias"])
     merges = [([conv], bn) for conv, (bn, _) in batchnorm_after(model, conv_names, input_size, device).items()]
     return SpecialFirstLayerMapComposite(
         layer_map=layer_map_base(_STABILISER) + [
@@ -398,7 +401,7 @@ def deep_taylor_composite(model: nn.Module, conv_names: list[str], input_size, m
             (Gate, GateAsConstant()),
         ],
         # z^B belongs to whichever layer sees the pixels first, conv or dense.
-        first_map=[(Convolution, box), (nn.Linear, box)],
+        first_map=[(Convolution, box), (nn.Linear, dense_box)],
         canonizers=[NamedMergeBatchNorm(merges)] if merges else [],
     )
 

@@ -9,6 +9,7 @@ class of the filtered cloud (ripser) and the number of independent cycles of the
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 import warnings
@@ -231,7 +232,7 @@ def _mapper_html(graph: dict, samples: np.ndarray, name: str, height: int, width
         warnings.simplefilter("ignore")
         return kmapper.KeplerMapper(verbose=0).visualize(
             graph,
-            title=f"{name}: channel-wise kernels",
+            title=html.escape(f"{name}: channel-wise kernels"),  # kmapper's template does not escape
             custom_tooltips=tooltips,
             save_file=False,
             X_names=[f"w{i}" for i in range(samples.shape[1])],

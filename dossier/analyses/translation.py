@@ -147,6 +147,8 @@ class Translation(Analysis):
         if not result.curves:
             return None
         worst = min(result.curves, key=lambda curve: curve.accuracy[-1])
+        if worst.accuracy[-1] == worst.accuracy[0]:
+            return f"Shifting the images by up to {result.max_shift} px does not change accuracy ({worst.accuracy[0]:.1%})."
         return (
             f"Shifting the images by {result.max_shift} px along {worst.axis} changes accuracy from "
             f"{worst.accuracy[0]:.1%} to {worst.accuracy[-1]:.1%}."

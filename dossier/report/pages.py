@@ -45,6 +45,7 @@ class SectionEntry:
     reason: str | None = None
     view: SectionView | None = None
     finding: str | None = None  # its sentence of the finding paragraph
+    warning: str | None = None  # see Analysis.warning
 
     def layer(self, name: str) -> Any:
         return self.view.layers.get(name) if self.view else None
@@ -83,6 +84,10 @@ class Report:
     @property
     def untrained(self) -> bool:
         return not self.provenance.trained
+
+    @property
+    def warnings(self) -> list[str]:
+        return [s.warning for s in self.sections if s.warning]
 
     @property
     def model_card(self) -> Any:
@@ -231,7 +236,10 @@ def _entry(
     common = dict(name=analysis.name, title=analysis.title, template=analysis.template, page=analysis.page)
     if analysis.name in results:
         result = results[analysis.name]
-        return SectionEntry(**common, status="shown", view=analysis.view(result, kit), finding=analysis.finding(result))
+        return SectionEntry(
+            **common, status="shown", view=analysis.view(result, kit),
+            finding=analysis.finding(result), warning=analysis.warning(result),
+        )
     if analysis.name in not_applicable:
         return SectionEntry(**common, status="not applicable", reason=not_applicable[analysis.name])
     if analysis.name in failures:

@@ -15,6 +15,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display: charts are files
+# Class and layer names are the user's text: "$x$" must print as typed, and "$\\" must not crash.
+matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
