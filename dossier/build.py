@@ -296,6 +296,7 @@ def _result_key(ctx: BuildContext, analysis: Analysis) -> str:
         model=config.model.model_dump(mode="json"),
         weights=ctx.model.fingerprint,
         data=ctx.dataset.fingerprint,
+        inputs=analysis.inputs(ctx),
         layers=[layer.name for layer in ctx.layers],
         seed=config.seed,
         device=ctx.device.type,
