@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 import dossier.sample as sample
+from dossier.manifest import file_sha256
 
 
 def test_short_training_is_deterministic() -> None:
@@ -16,17 +17,24 @@ def test_short_training_is_deterministic() -> None:
         assert torch.equal(a, b), name
 
 
+def _must_not_train(seed: int):
+    raise AssertionError("trained although the weights were there")
+
+
 def test_trained_model_is_cached(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(sample, "train_digits_cnn", lambda seed: sample.DigitsCNN().eval())
-    _, path = sample.trained_digits_cnn(0, tmp_path)
-    assert path.is_file()
-
-    def must_not_train(seed: int):
-        raise AssertionError("retrained although cached")
-
-    monkeypatch.setattr(sample, "train_digits_cnn", must_not_train)
-    model, again = sample.trained_digits_cnn(0, tmp_path)
+    _, path = sample.trained_digits_cnn(5, tmp_path)
+    assert path.is_file() and path.is_relative_to(tmp_path)
+    monkeypatch.setattr(sample, "train_digits_cnn", _must_not_train)
+    model, again = sample.trained_digits_cnn(5, tmp_path)
     assert again == path and not model.training
+
+
+def test_seed_zero_uses_the_shipped_weights_on_every_machine(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sample, "train_digits_cnn", _must_not_train)
+    model, path = sample.trained_digits_cnn(0, tmp_path)
+    assert path == sample.SHIPPED_WEIGHTS and file_sha256(path) == sample.SHIPPED_SHA256
+    assert not model.training and not any(tmp_path.iterdir())
 
 
 def test_sample_dossier(sample_build: Path) -> None:
