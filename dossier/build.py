@@ -122,6 +122,8 @@ def build(
         inputs = {
             "weights_sha256": provenance.weights_sha256, "data_sha256": provenance.data_sha256,
             "config_sha256": file_sha256(config.path),
+            # the files a section's settings name (concept images), keyed like the config
+            **{f"analyses.{name}.{key}": sha for name in computed.results for key, sha in REGISTRY[name]().inputs(ctx).items()},
         }
         write_manifest(staging, inputs, {"dossier": __version__, **provenance.packages})
         _replace(out_dir, staging)

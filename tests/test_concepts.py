@@ -24,6 +24,7 @@ from dossier.analyses.concepts import (
     train_cav,
 )
 from dossier.build import build
+from dossier.classes import ClassMap
 from dossier.config import load_config
 from dossier.data import ImageSet
 from dossier.errors import ConfigError
@@ -43,7 +44,7 @@ def shortcut_model() -> nn.Module:
 
 def _images(pixels: np.ndarray, labels: np.ndarray | None = None) -> ImageSet:
     return ImageSet(
-        class_names=planted.CLASSES, labels=np.zeros(len(pixels), dtype=np.int64) if labels is None else labels,
+        classes=ClassMap(planted.CLASSES, [0, 1, 2], planted.CLASSES, "test"), labels=np.zeros(len(pixels), dtype=np.int64) if labels is None else labels,
         names=[str(n) for n in range(len(pixels))], input_size=(3, planted.SIZE, planted.SIZE), mean=(0.5,) * 3,
         std=(0.5,) * 3, fingerprint="", source="test", _pixels=pixels,
     )
@@ -118,13 +119,16 @@ def test_a_unit_that_detects_a_colour_is_labelled_with_that_colour() -> None:
     random = painted(rng.uniform(0, 255, size=(60, 3)), 60)
 
     def means(pixels: np.ndarray) -> np.ndarray:
-        images = ImageSet(["x"], np.zeros(len(pixels), dtype=np.int64), [str(n) for n in range(len(pixels))], (3, 8, 8),
+        images = ImageSet(ClassMap(["x"], [0], ["x"], "test"), np.zeros(len(pixels), dtype=np.int64), [str(n) for n in range(len(pixels))], (3, 8, 8),
                           (0.5,) * 3, (0.5,) * 3, "", "test", _pixels=pixels)
         return layer_codes(model, images, range(len(pixels)), [], ["0"], 2048, {}, 32).means["0"]
 
     labels = concept_labels({"red": means(red), "green": means(green)}, means(random), threshold=0.9)
     assert [(unit, concept) for unit, concept, _, _ in labels] == [(0, "red"), (1, "green")]
     assert all(d > 1 and auroc >= 0.9 for _, _, d, auroc in labels)
+    # A unit neuron types found dead on the data gets no label, whatever the concept images do to it.
+    labels = concept_labels({"red": means(red), "green": means(green)}, means(random), threshold=0.9, dead={0})
+    assert [(unit, concept) for unit, concept, _, _ in labels] == [(1, "green")]
 
 
 def test_auto_layers_are_the_ends_of_the_deepest_stages() -> None:

@@ -52,7 +52,7 @@ def shortcut(tmp_path_factory) -> tuple[Path, np.ndarray]:
     planted.write_folder(project / "concepts" / "corner-mark", planted.mark_concept(25, seed=3), [f"{n:02d}" for n in range(25)])
     out = project / "dossier"
     build(load_config(write_config(project, CONFIG)), out, device="cpu", pdf=False,
-          only=["galleries", "concepts", "crp", "spray"])
+          only=["neuron_types", "galleries", "concepts", "crp", "spray"])
     return out, marked  # file names sort in data-set order within each class, classes in order
 
 
@@ -76,7 +76,11 @@ def test_spray_puts_the_marked_images_in_a_flagged_strategy_of_their_own(shortcu
     assert len(spray["warnings"]) == 1 and spray["warnings"][0].startswith("class 0-horizontal, strategy")
     index = (out / "index.html").read_text()
     assert "Possible shortcuts" in index and "0-horizontal" in index
-    assert "SpRAy flags 1 strategy whose relevance sits off the object" in json.loads((out / "dossier.json").read_text())["finding"]
+    document = json.loads((out / "dossier.json").read_text())
+    assert "SpRAy flags 1 strategy whose relevance sits off the object" in document["finding"]
+    check = next(c for c in document["checks"] if c["name"] == "shortcut strategies (SpRAy)")
+    assert check["status"] == "warn" and check["detail"].startswith("class 0-horizontal") and check["evidence"] == "shortcuts.html"
+    assert 'id="checks"' in index and "shortcut strategies (SpRAy)" in index  # in the Checks panel
 
 
 def test_tcav_finds_the_corner_mark_significant_for_the_marked_class_only(shortcut) -> None:
@@ -90,12 +94,18 @@ def test_tcav_finds_the_corner_mark_significant_for_the_marked_class_only(shortc
             assert not scores[other]["significant"] or np.mean(scores[other]["scores"]) < np.mean(scores[other]["random_scores"])
     page = (out / "concepts.html").read_text()
     assert "corner mark" in page and "raises" in page
+    inputs = json.loads((out / "manifest.json").read_text())["inputs"]
+    assert len(inputs["analyses.concepts.folders.corner mark"]) == 64  # the concept images' SHA-256
 
 
 def test_units_are_labelled_with_the_concept_and_found_by_search(shortcut) -> None:
     out, _ = shortcut
-    labels = _analyses(out)["concepts"]["labels"]
+    analyses = _analyses(out)
+    labels = analyses["concepts"]["labels"]
     assert labels and {label["concept"] for label in labels} == {"corner mark"}
+    dead = {(layer["layer"], row["unit"]) for layer in analyses["neuron_types"]["layers"] for row in layer["rows"] if row["dead"]}
+    assert analyses["concepts"]["dead_skipped"] == len(dead)
+    assert not dead & {(label["layer"], label["unit"]) for label in labels}  # dead units are never labelled
     shards = "".join(path.read_text() for path in (out / "assets" / "search").glob("*.js"))
     assert "concept: corner mark" in shards
     layer = labels[0]["layer"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -46,8 +47,10 @@ from torch import nn
 from dossier.analyses.base import HOOKS_UNSUPPORTED, NO_CONV_LAYERS, Analysis, BuildContext, register
 from dossier.analyses.purity import reduce_activation
 from dossier.capture import hooks
+from dossier.classes import ClassMap
 from dossier.data import IMAGE_EXTENSIONS, ImageSet
 from dossier.errors import ConfigError, DataError
+from dossier.plan import Cost, Probe, Reduction
 from dossier.report.kit import Column, CrossPage, SearchEntry, SectionView, UnitLabel, ViewKit
 from dossier.report.pictures import CLASS_COLOURS, Sprite
 from dossier.results import NOT_EXPORTED, ByLayer
@@ -152,6 +155,7 @@ class ConceptsResult(ByLayer):
     layers: list[LayerConcepts]
     labelled_layers: list[str]  # conv layers whose units were compared with the concepts
     labels: list[UnitConcept]
+    dead_skipped: int | None  # dead units (neuron types) never labelled; None: neuron types not computed
 
     @property
     def significant(self) -> list[tuple[LayerConcepts, TcavScore]]:
@@ -180,7 +184,8 @@ def image_folder(folder: Path, name: str, ctx: BuildContext) -> ImageSet:
     paths = image_files(folder)
     spec = ctx.config.model
     return ImageSet(
-        class_names=[name], labels=np.zeros(len(paths), dtype=np.int64), names=[str(p.relative_to(folder)) for p in paths],
+        classes=ClassMap([name], [0], [name], "a concept folder"), labels=np.zeros(len(paths), dtype=np.int64),
+        names=[str(p.relative_to(folder)) for p in paths],
         input_size=spec.input_size, mean=spec.channel_mean, std=spec.channel_std, fingerprint=files_sha256(paths),
         source=str(folder), _paths=paths,
     )
@@ -213,6 +218,11 @@ def class_sample(labels: np.ndarray, per_class: int, seed: int) -> dict[int, np.
         members = np.flatnonzero(labels == c)
         sample[int(c)] = np.sort(rng.choice(members, min(per_class, len(members)), replace=False))
     return sample
+
+
+def sample_size(labels: np.ndarray, per_class: int) -> int:
+    """How many images class_sample draws."""
+    return int(np.minimum(np.unique(labels, return_counts=True)[1], per_class).sum())
 
 
 # Activations and gradients -------------------------------------------------------------------
@@ -277,9 +287,10 @@ def _outputs(model: nn.Module, images: torch.Tensor, layers: list[str]) -> dict[
 
 
 def class_gradients(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layers: list[str], max_features: int
+    model: nn.Module, images: torch.Tensor, outputs: torch.Tensor, layers: list[str], max_features: int
 ) -> dict[str, np.ndarray]:
-    """Per layer: the gradient of each image's own class logit with respect to the layer's output,
+    """Per layer: the gradient of each image's own class logit (model output `outputs[n]`) with
+    respect to the layer's output,
     reduced like the activations. reduce_activation is linear (flatten or average-pool), so the
     reduced gradient · a CAV is the directional derivative along the CAV taken back to the layer."""
     gradients: dict[str, torch.Tensor] = {}
@@ -294,7 +305,7 @@ def class_gradients(
     with hooks(model, {name: keep(name) for name in layers}), torch.enable_grad():
         x = images.clone().requires_grad_(True)
         logits = model(x)
-        chosen = F.one_hot(labels, logits.shape[1]).to(logits)
+        chosen = F.one_hot(outputs, logits.shape[1]).to(logits)
         torch.autograd.grad(logits, x, grad_outputs=chosen)
     return {name: reduce_activation(gradients[name], max_features)[0].cpu().numpy().astype(np.float64) for name in layers}
 
@@ -332,26 +343,30 @@ def positive_counts(gradients: np.ndarray, labels: np.ndarray, cavs: np.ndarray,
 
 
 def welch_p(scores: list[float] | np.ndarray, random_scores: list[float] | np.ndarray) -> float:
-    """Two-sided Welch t-test (written out: scipy's warns on the near-constant lists TCAV scores
-    often are); two constant lists are equal (p = 1) or apart (p = 0)."""
+    """Two-sided Welch t-test of the two lists; two constant lists (TCAV scores often are) are
+    equal (p = 1) or apart (p = 0), where the t statistic is undefined."""
     a, b = np.asarray(scores, dtype=float), np.asarray(random_scores, dtype=float)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:
+    if a.var() + b.var() == 0:
         return 1.0 if a.mean() == b.mean() else 0.0
-    t = (a.mean() - b.mean()) / np.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return float(2 * stats.t.sf(abs(t), df))
+    with warnings.catch_warnings():
+        # scipy warns of catastrophic cancellation on near-constant lists; its p is still right.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def concept_labels(
-    concept_means: dict[str, np.ndarray], random_means: np.ndarray, threshold: float
+    concept_means: dict[str, np.ndarray], random_means: np.ndarray, threshold: float, dead: set[int] | frozenset = frozenset()
 ) -> list[tuple[int, str, float, float]]:
     """(unit, concept, d, AUROC) for each unit some concept labels: of the concepts whose images
-    outrank random ones with AUROC ≥ threshold, the one with the largest Cohen's d."""
+    outrank random ones with AUROC ≥ threshold, the one with the largest Cohen's d. Dead units
+    get none: a unit the data never excites does not stand for a concept in this model, however
+    a concept folder's images move it."""
     best: dict[int, tuple[str, float, float]] = {}
     for name, means in concept_means.items():
         d, auroc = effect_sizes(means, random_means)
         for unit in np.flatnonzero(auroc >= threshold):
+            if int(unit) in dead:
+                continue
             if unit not in best or d[unit] > best[unit][1]:
                 best[int(unit)] = (name, float(d[unit]), float(auroc[unit]))
     return [(unit, *best[unit]) for unit in sorted(best)]
@@ -377,6 +392,11 @@ class Concepts(Analysis):
     result_type = ConceptsResult
     settings_type = ConceptsSettings
     page = PAGE
+    after = ("neuron_types",)  # its dead units are never labelled
+    reductions = (
+        Reduction("runs", (20, 10), "fewer random counterexample sets: TCAV's t-tests see fewer runs", rank=3),
+        Reduction("class_images", (25,), "TCAV scores counted on fewer images per class", rank=3),
+    )
 
     def applies(self, ctx: BuildContext) -> str | None:
         settings: ConceptsSettings = self.settings(ctx.config)
@@ -406,10 +426,23 @@ class Concepts(Analysis):
                 raise ConfigError(f"analyses.concepts.layers: '{layer}' is not a recorded layer")
 
     def inputs(self, ctx: BuildContext) -> dict[str, str]:
-        """The concept (and random) images: editing a folder recomputes the result."""
+        """The concept (and random) images, by their settings' keys: editing a folder recomputes the result."""
         settings: ConceptsSettings = self.settings(ctx.config)
-        folders = {**settings.folders, **({"(random)": settings.random} if settings.random else {})}
+        folders = {**{f"folders.{name}": folder for name, folder in settings.folders.items()},
+                   **({"random": settings.random} if settings.random else {})}
         return {name: files_sha256(image_files(ctx.config.resolve(folder))) for name, folder in folders.items()}
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: ConceptsSettings) -> Cost:
+        concept_images = sum(len(image_files(ctx.config.resolve(folder))) for folder in settings.folders.values())
+        pool = len(image_files(ctx.config.resolve(settings.random))) if settings.random else len(ctx.dataset)
+        drawn = min(settings.random_images, pool)
+        random_images = round(pool * (1 - (1 - drawn / pool) ** settings.runs))  # expected distinct images of the sets
+        class_images = sample_size(ctx.dataset.labels, settings.class_images)
+        forward, read = probe.forward_per_image(), probe.image_seconds()
+        # a gradient pass (forward and backward) costs about three forward passes
+        seconds = (concept_images + random_images) * (forward + read) + class_images * (3 * forward + read)
+        return Cost(f"{concept_images + random_images:,} concept and random images, {class_images:,} class images",
+                    seconds, shrink="analyses.concepts.runs, .class_images")
 
     def finish(self, ctx: BuildContext, consumer: None) -> ConceptsResult:
         settings: ConceptsSettings = self.settings(ctx.config)
@@ -441,11 +474,13 @@ class Concepts(Analysis):
                           settings)
             for layer, fit in zip(tested, fitted)
         ]
+        dead = _dead_units(ctx)
         labels = [
             UnitConcept(layer, unit, concept, d, auroc)
             for layer in convs
             for unit, concept, d, auroc in concept_labels(
-                {name: c.means[layer] for name, c in concept_codes.items()}, random_codes.means[layer], settings.label_auroc
+                {name: c.means[layer] for name, c in concept_codes.items()}, random_codes.means[layer], settings.label_auroc,
+                (dead or {}).get(layer, frozenset()),
             )
         ]
         return ConceptsResult(
@@ -453,6 +488,7 @@ class Concepts(Analysis):
             class_images=settings.class_images, class_names=list(ctx.dataset.class_names),
             min_accuracy=settings.min_accuracy, alpha=settings.alpha,
             tests=tests, label_auroc=settings.label_auroc, layers=layers, labelled_layers=convs, labels=labels,
+            dead_skipped=None if dead is None else sum(len(dead.get(layer, ())) for layer in convs),
         )
 
     def _random_pool(self, ctx: BuildContext, settings: ConceptsSettings) -> tuple[ImageSet, str]:
@@ -483,9 +519,8 @@ class Concepts(Analysis):
             if not kept:
                 continue
             labels = ctx.dataset.labels[kept]
-            gradients = class_gradients(
-                ctx.model.module, images.to(ctx.device), torch.from_numpy(labels).to(ctx.device), layers, settings.max_features
-            )
+            outputs = torch.from_numpy(ctx.dataset.classes.true_outputs(labels)).to(ctx.device)
+            gradients = class_gradients(ctx.model.module, images.to(ctx.device), outputs, layers, settings.max_features)
             for c in classes:
                 counted[c] += int((labels == c).sum())
             for layer in layers:
@@ -542,6 +577,15 @@ class Concepts(Analysis):
         )
         more = f", and {len(significant) - 3} more" if len(significant) > 3 else ""
         return f"TCAV: {len(significant)} of {result.tests} concept × class × layer tests are significant (Bonferroni, α = {result.alpha:g}): {shown}{more}."
+
+
+def _dead_units(ctx: BuildContext) -> dict[str, set[int]] | None:
+    """Per conv layer, the units neuron types found dead (computed before this section: `after`);
+    None when that section was not computed."""
+    types = ctx.results.get("neuron_types")
+    if types is None:
+        return None
+    return {layer.layer: {row.unit for row in layer.rows if row.dead} for layer in types.layers}
 
 
 def _class(result: ConceptsResult, index: int) -> str:

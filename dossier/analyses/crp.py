@@ -31,10 +31,11 @@ from pydantic import Field
 from torch import nn
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, NO_CONV_LAYERS, Analysis, BuildContext, register
-from dossier.analyses.concepts import class_sample, readable
-from dossier.analyses.relevance import deep_taylor_composite, relevance_graph
+from dossier.analyses.concepts import class_sample, readable, sample_size
+from dossier.analyses.relevance import deep_taylor_composite, relevance_graph, relevance_pass
 from dossier.capture import hooks
 from dossier.errors import ConfigError
+from dossier.plan import Cost, Probe, Reduction
 from dossier.report.kit import CrossPage, SectionView, ViewKit
 from dossier.report.pictures import Sprite, overlay
 from dossier.results import NOT_EXPORTED
@@ -107,6 +108,21 @@ def explaining(ctx: BuildContext) -> Iterator[nn.Module]:
         yield modified
 
 
+def explain_seconds(ctx: BuildContext, probe: Probe, batch: int) -> tuple[float, float]:
+    """(setting up `explaining` once, one batch of `batch` images explained in it: a forward and
+    a relevance pass to the input), timed on the build's device: what CRP and SpRAy do."""
+    images = torch.randn(batch, *ctx.config.model.input_size, device=ctx.device)
+    targets = torch.zeros(batch, dtype=torch.long, device=ctx.device)
+
+    def set_up() -> None:
+        with explaining(ctx):
+            pass
+
+    with explaining(ctx) as model:
+        per_batch = probe.seconds(("explain", batch), lambda: relevance_pass(model, images, targets, []))
+    return probe.seconds("explaining", set_up, warm_up=False), per_batch
+
+
 def _relevance_at(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: str, keep_graph: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -169,6 +185,7 @@ class Crp(Analysis):
     settings_type = CrpSettings
     page = PAGE
     after = ("galleries",)  # the most-active images beside the most-relevant ones
+    reductions = (Reduction("per_class", (25, 10), "concept relevance from fewer images per class", rank=3),)
 
     def applies(self, ctx: BuildContext) -> str | None:
         settings: CrpSettings = self.settings(ctx.config)
@@ -181,6 +198,17 @@ class Crp(Analysis):
         if settings.layer is not None and settings.layer not in {layer.name for layer in ctx.conv_layers}:
             raise ConfigError(f"analyses.crp.layer: '{settings.layer}' is not a recorded Conv2d layer")
         return None
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: CrpSettings) -> Cost:
+        explained = sample_size(ctx.dataset.labels, settings.per_class)
+        heatmaps = len(np.unique(ctx.dataset.labels)) * settings.units * settings.exemplars
+        batch = max(1, min(explained, ctx.options.batch_size))
+        set_up, per_batch = explain_seconds(ctx, probe, batch)
+        per_image = per_batch / batch + probe.image_seconds()
+        # a conditional heatmap is one more backward pass than the explanation
+        seconds = set_up + per_image * (explained + 1.5 * heatmaps) + probe.image_seconds() * heatmaps * 2  # thumbnails
+        return Cost(f"{explained:,} images explained, {heatmaps:,} conditional heatmaps", seconds,
+                    shrink="analyses.crp.per_class")
 
     def finish(self, ctx: BuildContext, consumer: None) -> CrpResult:
         settings: CrpSettings = self.settings(ctx.config)
@@ -225,7 +253,7 @@ class Crp(Analysis):
             kept, x = readable(ctx.dataset, indices[start : start + ctx.options.batch_size])
             if not kept:
                 continue
-            targets = torch.from_numpy(ctx.dataset.labels[kept]).to(ctx.device)
+            targets = torch.from_numpy(ctx.dataset.classes.true_outputs(ctx.dataset.labels[kept])).to(ctx.device)
             logits, relevance = layer_relevance(model, x.to(ctx.device), targets, layer)
             # Summed in one layout: after a residual Sum autograd hands back a strided tensor, whose
             # sums round differently (the same model saved with torch.export gave 6e-8 apart).
@@ -245,7 +273,7 @@ class Crp(Analysis):
             batch = pairs[start : start + ctx.options.batch_size]
             _, images = readable(ctx.dataset, [index for index, _, _ in batch])
             channels = torch.tensor([unit for _, unit, _ in batch], device=ctx.device)
-            targets = torch.tensor([label for _, _, label in batch], device=ctx.device)
+            targets = torch.from_numpy(ctx.dataset.classes.true_outputs(np.array([label for _, _, label in batch]))).to(ctx.device)
             relevance = conditional_relevance(model, images.to(ctx.device), targets, layer, channels)
             maps += [small_map(r.sum(dim=0)) for r in relevance]
         return maps

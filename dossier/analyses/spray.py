@@ -29,19 +29,26 @@ from sklearn.cluster import SpectralClustering
 from sklearn.neighbors import kneighbors_graph
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
-from dossier.analyses.concepts import class_sample, readable
-from dossier.analyses.crp import explaining
+from dossier.analyses.concepts import class_sample, readable, sample_size
+from dossier.analyses.crp import explain_seconds, explaining
 from dossier.analyses.relevance import relevance_pass, vanished
-from dossier.report.kit import CrossPage, SectionView, ViewKit
+from dossier.plan import Cost, Probe, Reduction
+from dossier.report.kit import CheckResult, CrossPage, SectionView, ViewKit, judged
 from dossier.report.pictures import Sprite, overlay, signed_heatmap
 from dossier.results import NOT_EXPORTED
-from dossier.settings import SectionSettings
+from dossier.settings import SectionSettings, StrictModel
 from dossier.thumbnails import thumbnails
 
 _VANISHED = 0.01  # a map whose Σ|R| is below this share of its logit carries no strategy (relevance.vanished)
 _EXAMPLES = 6  # members shown per strategy: those nearest its mean map
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 PAGE = CrossPage("shortcuts.html", "Shortcut search (SpRAy)")
+
+
+class SprayChecks(StrictModel):
+    shortcut_fails: bool = Field(
+        False, description="a strategy SpRAy flags (relevance off the object) fails the check; false: it warns"
+    )
 
 
 class SpraySettings(SectionSettings):
@@ -102,7 +109,7 @@ def relevance_batches(
     for start in range(0, len(indices), ctx.options.batch_size):
         kept, images = readable(ctx.dataset, indices[start : start + ctx.options.batch_size])
         if kept:
-            targets = torch.from_numpy(ctx.dataset.labels[kept]).to(ctx.device)
+            targets = torch.from_numpy(ctx.dataset.classes.true_outputs(ctx.dataset.labels[kept])).to(ctx.device)
             logits, relevance, _ = relevance_pass(model, images.to(ctx.device), targets, [])
             yield kept, logits, relevance
 
@@ -169,11 +176,26 @@ class Spray(Analysis):
     result_type = SprayResult
     settings_type = SpraySettings
     page = PAGE
+    check_settings = SprayChecks
+    reductions = (Reduction("per_class", (25,), "shortcut search among fewer images per class", rank=3),)
 
     def applies(self, ctx: BuildContext) -> str | None:
         if not self.settings(ctx.config).enabled:
             return "it is turned off in the config (analyses.spray.enabled: false)"
         return None if ctx.hookable else HOOKS_UNSUPPORTED
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: SpraySettings) -> Cost:
+        explained = sample_size(ctx.dataset.labels, settings.per_class)
+        classes = len(np.unique(ctx.dataset.labels))
+        batch = max(1, min(explained, ctx.options.batch_size))
+        set_up, per_batch = explain_seconds(ctx, probe, batch)
+        per_image = per_batch / batch + probe.image_seconds()
+        size = min(settings.per_class, explained)
+        maps = np.random.default_rng(0).random((size, settings.map_size**2))
+        cluster = probe.cpu_seconds(("spray", size, settings.map_size), lambda: strategies(
+            maps, settings.neighbors, settings.max_strategies, 0))
+        return Cost(f"{explained:,} images explained, {classes} classes clustered",
+                    set_up + per_image * explained + cluster * classes, shrink="analyses.spray.per_class")
 
     def finish(self, ctx: BuildContext, consumer: None) -> SprayResult:
         settings: SpraySettings = self.settings(ctx.config)
@@ -210,6 +232,18 @@ class Spray(Analysis):
         found = [_strategy(np.flatnonzero(clusters == k), members.tolist(), maps, settings) for k in np.unique(clusters)]
         found.sort(key=lambda s: -len(s.members))
         return ClassStrategies(label, len(members), vanished, eigenvalues.tolist(), found)
+
+    def checks(self, result: SprayResult, thresholds: SprayChecks, ctx: BuildContext) -> list[CheckResult]:
+        if not result.classes:
+            return []
+        flagged = len(result.warnings)
+        return [CheckResult(
+            "shortcut strategies (SpRAy)", judged(flagged > 0 and thresholds.shortcut_fails, flagged > 0),
+            f"{flagged} flagged", "none flagged",
+            f"{result.warnings[0]}" + (f"; and {flagged - 1} more" if flagged > 1 else "") if flagged
+            else f"{sum(len(c.strategies) for c in result.classes)} strategies in {len(result.classes)} classes",
+            PAGE.filename,
+        )]
 
     def view(self, result: SprayResult, kit: ViewKit) -> SectionView:
         classes = [ClassView(c, [_strategy_view(s, result, kit) for s in c.strategies]) for c in result.classes]
