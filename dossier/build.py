@@ -127,6 +127,8 @@ def _locked_build(
         inputs = {
             "weights_sha256": provenance.weights_sha256, "data_sha256": provenance.data_sha256,
             "config_sha256": file_sha256(config.path),
+            # the files a section's settings name (concept images), keyed like the config
+            **{f"analyses.{name}.{key}": sha for name in computed.results for key, sha in REGISTRY[name]().inputs(ctx).items()},
         }
         write_manifest(staging, inputs, {"dossier": __version__, **provenance.packages})
     return BuildOutcome(
@@ -510,6 +512,7 @@ def _result_key(ctx: BuildContext, analysis: Analysis) -> str:
         weights=ctx.model.fingerprint,
         data=ctx.dataset.fingerprint,
         classes=ctx.dataset.classes.fingerprint,
+        inputs=analysis.inputs(ctx),
         layers=[layer.name for layer in ctx.layers],
         seed=config.seed,
         device=ctx.device.type,

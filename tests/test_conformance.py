@@ -29,6 +29,9 @@ analyses:
   galleries: {steps: 2}
   deepdream: {steps: 2, octaves: 2}
   probes: {folds: 2, trees: 5}
+  concepts: {folders: {reddish: concepts/reddish, greenish: concepts/greenish}, runs: 4, random_images: 6}
+  crp: {per_class: 4}
+  spray: {per_class: 6}
 """
 ODD_MODELS = ("torchscript", "grayscale", "pointwise", "odd", "mlp")
 
@@ -67,6 +70,7 @@ def dossiers(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     torch.save(tiny_model().state_dict(), project / "tiny.pt")
     make_image_folder(project / "data", ["cat", "dog", "eel"], per_class=6)
+    make_image_folder(project / "concepts", ["reddish", "greenish"], per_class=6, seed=1)  # the concepts section's folders
     built = {}
     for case in ("tiny", "export", *ODD_MODELS):
         out = project / case / "dossier"  # a cache of its own beside each

@@ -128,6 +128,11 @@ class Analysis(ABC):
         """None when the analysis applies to this model and data, else the reason it does not."""
         return None
 
+    def inputs(self, ctx: BuildContext) -> dict[str, str]:
+        """Fingerprints of what the result reads besides the model, the data set and the settings
+        (files a setting names, e.g. concept images): part of its cache key."""
+        return {}
+
     def consumer(self, ctx: BuildContext) -> Consumer | None:
         """A running statistic fed by the single data pass; None for weight-only analyses."""
         return None
