@@ -20,7 +20,7 @@ from torch import nn
 
 from dossier.errors import DossierError, ModelError
 from dossier.exported import load_exported
-from dossier.sample import DigitsCNN, file_sha256, trained_digits_cnn
+from dossier.sample import CHECKPOINTS, EPOCHS, DigitsCNN, file_sha256, trained_digits_cnn
 
 if TYPE_CHECKING:
     from dossier.config import Config
@@ -57,9 +57,10 @@ def resolve_device(requested: str) -> torch.device:
 def load_model(config: Config, cache_dir: Path) -> LoadedModel:
     """Build the configured model on the CPU, in eval mode, with its weights loaded."""
     spec = config.model
-    if spec.builtin == "digits-cnn" and spec.weights is None:
-        module, path = trained_digits_cnn(config.seed, cache_dir)
-        source = f"trained by dossier on the digits training split (seed {config.seed})"
+    if spec.builtin is not None and spec.weights is None:
+        module, path = trained_digits_cnn(config.seed, cache_dir, spec.builtin)
+        epoch = CHECKPOINTS[spec.builtin]
+        source = f"trained by dossier on the digits training split (seed {config.seed}, epoch {epoch} of {EPOCHS})"
         return LoadedModel(module, source, file_sha256(path), trained=True, scripted=False)
     if spec.export is not None:
         path = config.resolve(spec.export)

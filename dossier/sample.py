@@ -26,6 +26,10 @@ IMAGE_SIZE = 32
 DIGIT_CLASSES = [str(d) for d in range(10)]
 _SPLIT_SEED = 0  # the held-out split is part of the data set, not of a build's seed
 _MIN_LUMINANCE_GAP = 0.3
+EPOCHS = 30
+# builtin name -> the epoch of the one training run whose weights it is: digits-cnn-early is the
+# same run stopped early, an earlier checkpoint of digits-cnn to compare it with.
+CHECKPOINTS = {"digits-cnn": EPOCHS, "digits-cnn-early": 18}
 
 
 class ResidualBlock(nn.Module):
@@ -121,8 +125,10 @@ def _to_input(images: np.ndarray) -> torch.Tensor:
     return (x - 0.5) / 0.5
 
 
-def train_digits_cnn(seed: int, epochs: int = 30, batch_size: int = 64) -> DigitsCNN:
-    """Train the sample model on the training split; deterministic given the seed."""
+def train_digits_cnn(seed: int, epochs: int = EPOCHS, batch_size: int = 64, stop_after: int | None = None) -> DigitsCNN:
+    """Train the sample model on the training split; deterministic given the seed. `stop_after`
+    returns the run's checkpoint after that many epochs (the learning-rate schedule still spans
+    `epochs`), so an early checkpoint is exactly what the full run held at that point."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     strokes, labels = digit_strokes("train")
@@ -133,7 +139,7 @@ def train_digits_cnn(seed: int, epochs: int = 30, batch_size: int = 64) -> Digit
     )
     targets = torch.from_numpy(labels)
     model.train()
-    for _ in range(epochs):
+    for _ in range(epochs if stop_after is None else min(stop_after, epochs)):
         # Fresh colours and shifts every epoch: colour must not predict the class.
         images = _to_input(colourise(_shift(strokes, rng), rng))
         order = torch.from_numpy(rng.permutation(len(labels)))
@@ -147,15 +153,18 @@ def train_digits_cnn(seed: int, epochs: int = 30, batch_size: int = 64) -> Digit
     return model.eval()
 
 
-def trained_digits_cnn(seed: int, cache_dir: Path) -> tuple[DigitsCNN, Path]:
-    """The trained sample model, from the cache when it is there; returns it and its weights file."""
-    path = cache_dir / "models" / f"digits-cnn-v{SAMPLE_VERSION}-seed{seed}.pt"
+def trained_digits_cnn(seed: int, cache_dir: Path, name: str = "digits-cnn") -> tuple[DigitsCNN, Path]:
+    """The trained sample model (or its checkpoint `name`, see CHECKPOINTS), from the cache when
+    it is there; returns it and its weights file."""
+    epoch = CHECKPOINTS[name]
+    suffix = "" if epoch == EPOCHS else f"-epoch{epoch}"
+    path = cache_dir / "models" / f"digits-cnn-v{SAMPLE_VERSION}-seed{seed}{suffix}.pt"
     model = DigitsCNN()
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval(), path
-    log.info("training the sample model digits-cnn on the digits training split (seed %d)", seed)
-    model = train_digits_cnn(seed)
+    log.info("training the sample model %s on the digits training split (seed %d, %d epochs)", name, seed, epoch)
+    model = train_digits_cnn(seed, stop_after=epoch)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)

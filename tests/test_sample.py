@@ -16,12 +16,21 @@ def test_short_training_is_deterministic() -> None:
         assert torch.equal(a, b), name
 
 
+def test_early_checkpoint_is_the_same_run_stopped_early() -> None:
+    torch.manual_seed(3)  # as train_digits_cnn seeds itself
+    untrained = sample.DigitsCNN().state_dict()
+    early = sample.train_digits_cnn(seed=3, epochs=2, stop_after=0)  # the run before its first step
+    assert all(torch.equal(a, b) for a, b in zip(untrained.values(), early.state_dict().values()))
+
+
 def test_trained_model_is_cached(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(sample, "train_digits_cnn", lambda seed: sample.DigitsCNN().eval())
+    monkeypatch.setattr(sample, "train_digits_cnn", lambda seed, **_: sample.DigitsCNN().eval())
     _, path = sample.trained_digits_cnn(0, tmp_path)
     assert path.is_file()
+    _, early = sample.trained_digits_cnn(0, tmp_path, "digits-cnn-early")
+    assert early.is_file() and early != path
 
-    def must_not_train(seed: int):
+    def must_not_train(seed: int, **_):
         raise AssertionError("retrained although cached")
 
     monkeypatch.setattr(sample, "train_digits_cnn", must_not_train)
