@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test sample system-deps clean
+.PHONY: demo test sample compare-sample system-deps clean
 
 $(STAMP): pyproject.toml
 	bash scripts/install-system-deps.sh
@@ -27,6 +27,11 @@ sample: demo
 	mkdir -p sample_reports
 	cp -r build/digits sample_reports/digits
 	$(BIN)/python scripts/screenshots.py sample_reports/digits docs
+
+# The sample model against its own earlier checkpoint (epoch 18 of the same run): what training
+# changed, unit by unit. Reuses build/digits' cached results when `make demo` ran before.
+compare-sample: $(STAMP)
+	$(BIN)/dossier compare examples/digits-early.yaml examples/digits.yaml --out build/compare-digits
 
 system-deps:
 	bash scripts/install-system-deps.sh --browser

@@ -1,0 +1,137 @@
+"""`dossier compare A.yaml B.yaml`: both dossiers' results (from their caches when they were built
+before), one joint pass, then the comparison's site, PDF and comparison.json, swapped into place
+atomically as a build's output is."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dossier import __version__
+from dossier.analyses import ALWAYS_RUN, REGISTRY, ordered
+from dossier.build import _ensure_parent, _replace, cache_dir_for, compute_results, default_out_dir, load_context
+from dossier.compare.comparison import Comparison, Side, compare_models
+from dossier.compare.report import build_comparison_report, write_comparison_pdf, write_comparison_site
+from dossier.config import Config
+from dossier.data import load_dataset
+from dossier.distributed import LocalExecutor
+from dossier.errors import DossierError
+from dossier.provenance import Stopwatch
+from dossier.report.render import write_export
+from dossier.results import to_export
+
+log = logging.getLogger(__name__)
+
+OUTPUT_MARKER = "comparison.json"  # a folder holding it is a comparison output we may replace
+
+
+@dataclass(frozen=True)
+class CompareOutcome:
+    out_dir: Path
+    index: Path
+    pdf: Path | None
+    export: Path
+    seconds: float
+
+
+def default_compare_dir(config_a: Path, config_b: Path) -> Path:
+    return Path("build") / f"compare-{config_a.stem}-{config_b.stem}"
+
+
+def compare(
+    config_a: Config,
+    config_b: Config,
+    out_dir: Path,
+    *,
+    device: str | None = None,
+    pdf: bool = True,
+    threshold: float = 0.5,
+    heatmap_images: int = 24,
+) -> CompareOutcome:
+    """Compare model B with model A on A's data and write the comparison into out_dir."""
+    out_dir = out_dir.resolve()
+    check_replaceable(out_dir)
+    check_compatible(config_a, config_b)
+    watch = Stopwatch()
+    a = _side("A", config_a, device, watch)
+    b = _side("B", config_b, device, watch)
+    log.info("comparing B with A: one pass through both models")
+    comparison = compare_models(a, b, threshold, heatmap_images, watch)
+    stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_ensure_parent(out_dir)))
+    try:
+        with watch.stage("render site"):
+            report = build_comparison_report(comparison, a, b, stamp, staging)
+            report.pdf_name = "comparison.pdf" if pdf else None
+            write_comparison_site(report, staging)
+        if pdf:
+            with watch.stage("render PDF"):
+                write_comparison_pdf(report, staging)
+        write_export(export_document(comparison, stamp, watch), staging, OUTPUT_MARKER)
+        _replace(out_dir, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return CompareOutcome(
+        out_dir=out_dir,
+        index=out_dir / "index.html",
+        pdf=out_dir / "comparison.pdf" if pdf else None,
+        export=out_dir / OUTPUT_MARKER,
+        seconds=sum(watch.seconds.values()),
+    )
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Only an empty folder or an earlier comparison is replaced."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DossierError(f"--out: '{out_dir}' exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / OUTPUT_MARKER).is_file():
+        raise DossierError(
+            f"--out: '{out_dir}' is a non-empty folder that is not a comparison output; refusing to replace it"
+        )
+
+
+def check_compatible(config_a: Config, config_b: Config) -> None:
+    """Both models must see the same images the same size, with the same classes: A's data is
+    used for both, and B's cached results must describe the same data."""
+    size_a, size_b = list(config_a.model.input_size), list(config_b.model.input_size)
+    if size_a != size_b:
+        raise DossierError(f"compare: the models take different input sizes (A {size_a}, B {size_b}); compare models of one input size")
+    data_a, data_b = load_dataset(config_a), load_dataset(config_b)
+    if data_a.class_names != data_b.class_names:
+        raise DossierError(
+            f"compare: the class lists differ (A: {', '.join(data_a.class_names)}; B: {', '.join(data_b.class_names)})"
+        )
+    if data_a.fingerprint != data_b.fingerprint:
+        raise DossierError(
+            f"compare: A and B analyse different data (A {data_a.source}, {len(data_a)} images; B {data_b.source}, "
+            f"{len(data_b)} images); give B the same data section as A"
+        )
+
+
+def _side(label: str, config: Config, device: str | None, watch: Stopwatch) -> Side:
+    """A model's context and every result of its dossier, from the cache of its default build
+    folder (so a dossier built before costs nothing here)."""
+    log.info("model %s: %s", label, config.path.name)
+    cache_dir = cache_dir_for(default_out_dir(config.path))
+    own = Stopwatch()
+    ctx = load_context(config, cache_dir, device or config.device, own, LocalExecutor())
+    names = [cls.name for cls in ordered([*ALWAYS_RUN, *REGISTRY])]
+    computed = compute_results(ctx, names, cache_dir, own, strict=False)
+    for stage, seconds in own.seconds.items():
+        watch.seconds[f"{label}: {stage}"] = seconds
+    return Side(ctx, computed.results, computed.failures, computed.not_applicable, computed.cached)
+
+
+def export_document(comparison: Comparison, generated_at: str, watch: Stopwatch) -> dict:
+    """comparison.json: every number the comparison shows."""
+    return {
+        "dossier_version": __version__,
+        "generated_at": generated_at,
+        "stage_seconds": dict(watch.seconds),
+        **to_export(comparison),
+    }
