@@ -7,7 +7,7 @@ import numpy as np
 
 from dossier.compare.changes import METRICS, SHARES, LayerChange
 from dossier.compare.comparison import LayerMatching, LayerSimilarity
-from dossier.report.pictures import lines_by_depth, plt
+from dossier.report.pictures import lines_by_depth, plt  # pictures selects matplotlib's file-only backend
 
 UNIT_INTERVAL = ("purity", "nmi", "ari", "linear_probe")  # scores between 0 and 1 (ARI can dip below)
 STYLE = {"A": dict(marker="o", linestyle="-", color="#1f77b4"), "B": dict(marker="s", linestyle="--", color="#d62728")}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dossier import __version__
 from dossier.analyses import ALWAYS_RUN, REGISTRY, ordered
+# The build's own atomic swap of a finished output (staging folder beside it), not a copy of it.
 from dossier.build import _ensure_parent, _replace, cache_dir_for, compute_results, default_out_dir, load_context
 from dossier.compare.comparison import Comparison, Side, compare_models
 from dossier.compare.report import build_comparison_report, write_comparison_pdf, write_comparison_site

@@ -3,6 +3,7 @@ moments of both models' units, so that units can be correlated on the same image
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +90,7 @@ def stream(ctx_a: BuildContext, ctx_b: BuildContext, pairs: list[tuple[str, str]
     return Streamed(moments, joined["indices"], joined["labels"], joined["a"], joined["b"])
 
 
-def _renormalisation(ctx_a: BuildContext, ctx_b: BuildContext):
+def _renormalisation(ctx_a: BuildContext, ctx_b: BuildContext) -> Callable[[torch.Tensor], torch.Tensor]:
     """A's normalised input → B's: the same pixels, normalised with B's mean and std."""
     spec_a, spec_b = ctx_a.config.model, ctx_b.config.model
     if (spec_a.channel_mean, spec_a.channel_std) == (spec_b.channel_mean, spec_b.channel_std):
