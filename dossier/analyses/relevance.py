@@ -370,7 +370,7 @@ def explainable(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, str
     flow), saying what that costs."""
     try:
         traced, rewrites = relevance_graph(model, example)
-    except Exception as exc:
+    except Exception as exc:  # torch.fx cannot trace every model
         log.warning("relevance: the model cannot be traced (%s); additions and gates keep autograd's rule", exc)
         return model, (
             f"not traceable by torch.fx ({type(exc).__name__}): additions, gates and functional activations "

@@ -75,7 +75,7 @@ class Comparison:
     class_names: list[str]
     threshold: float  # unit correlation that counts as a partner
     accuracy: AccuracyChanges
-    layers: list[LayerChange]  # matched by name: A's in order, then B's own
+    layers: list[LayerChange]  # matched by name, in A's order with B's own layers where they sit in B
     only_in_a: list[str]
     only_in_b: list[str]
     matching: list[LayerMatching]

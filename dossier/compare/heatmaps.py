@@ -63,8 +63,10 @@ def compare_heatmaps(
     """Explain the images at `indices` (with their labels and both predictions) in both models."""
     reason = _not_explainable(ctx_a, "A") or _not_explainable(ctx_b, "B")
     if reason is not None or len(indices) == 0:
-        return HeatmapChanges(EXPLAINED, [], None, reason or "no image could be read")
+        return HeatmapChanges(EXPLAINED, [], None, reason or "no image was chosen (--heatmaps 0)")
     kept, pictures = thumbnails(ctx_a.dataset, [int(i) for i in indices])
+    if not kept:
+        return HeatmapChanges(EXPLAINED, [], None, "none of the chosen images could be read")
     row_of = {int(index): row for row, index in enumerate(indices)}
     rows = [row_of[index] for index in kept]
     maps_a, gone_a = input_relevance(ctx_a, kept, labels[rows])
