@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
@@ -12,6 +13,7 @@ import click
 from dossier import __version__
 from dossier.analyses import ALWAYS_RUN, REGISTRY
 from dossier.config import config_reference, load_config
+from dossier.errors import DossierError
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -60,6 +62,16 @@ def main() -> None:
     help="Run the data pass and the per-layer work on Dask: a scheduler address (tcp://host:8786) or "
     "local:N for N local worker processes. Overrides the config's `scheduler`.",
 )
+@click.option(
+    "--budget",
+    metavar="DURATION",
+    help="Fit the build in this much time (20m, 1h30m, none): dossier plans it and reduces the work in a "
+    "documented order, saying so on every page. Overrides the config's `budget` (auto: 20m on a CPU).",
+)
+@click.option(
+    "--check", "gate", is_flag=True,
+    help="Exit with code 1 when a release check fails (the output is written either way), so CI can block a release.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
 def build(
     config_file: Path,
@@ -69,6 +81,8 @@ def build(
     only: tuple[str, ...],
     strict: bool,
     scheduler: str | None,
+    budget: str | None,
+    gate: bool,
     verbose: bool,
 ) -> None:
     """Build the dossier described by CONFIG_FILE (YAML; see `dossier init`)."""
@@ -88,12 +102,62 @@ def build(
         only=list(only) if only else None,
         strict=strict,
         scheduler=scheduler,
+        budget=budget,
     )
     click.echo(f"site:  {outcome.index}")
     if outcome.pdf:
         click.echo(f"pdf:   {outcome.pdf}")
     click.echo(f"json:  {outcome.export}")
     click.echo(f"open:  {outcome.index.as_uri()}")
+    _report_checks([dataclasses.asdict(check) for check in outcome.checks], gate)
+
+
+def _report_checks(checks: list[dict], gate: bool) -> None:
+    """One line per check that did not pass; with gate, exit code 1 when one failed."""
+    failed = [c for c in checks if c["status"] == "fail"]
+    for check in checks:
+        if check["status"] != "pass":
+            click.echo(f"{check['status']}: {check['name']}: {check['value']} (threshold {check['threshold']}) {check['detail']}".rstrip())
+    click.echo(f"checks: {len(failed)} failed, {sum(c['status'] == 'warn' for c in checks)} warnings, "
+               f"{sum(c['status'] == 'pass' for c in checks)} passed")
+    if gate and failed:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+def check(out_dir: Path) -> None:
+    """Read the release checks of a built dossier (OUT_DIR/dossier.json); exit code 1 when one failed."""
+    import json
+
+    path = out_dir / "dossier.json"
+    try:
+        checks = json.loads(path.read_text(encoding="utf-8"))["checks"]
+    except (OSError, ValueError, KeyError):
+        raise DossierError(f"check: '{path}' is not a dossier.json with checks") from None
+    _report_checks(checks, gate=True)
+
+
+@main.command()
+@click.argument("config_file", type=click.Path(path_type=Path))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Overrides the config's `device`.")
+@click.option("--budget", metavar="DURATION", help="Show what a build with this budget would reduce (20m, 1h30m, none).")
+@click.option("--only", multiple=True, type=click.Choice(sorted(set(REGISTRY) - set(ALWAYS_RUN))), help="Plan only this analysis (repeatable).")
+@click.option("--no-pdf", is_flag=True, help="Leave the PDF out of the plan.")
+def plan(config_file: Path, device: str | None, budget: str | None, only: tuple[str, ...], no_pdf: bool) -> None:
+    """Estimate a cold build of CONFIG_FILE stage by stage (time, memory, what dominates), from a few
+    real steps timed on the device: one data batch, an optimisation step per layer, a relevance
+    batch, a probe fit, and so on."""
+    _configure_logging(False)
+    from dossier.build import cache_dir_for, default_out_dir, plan as make_plan
+
+    config = load_config(config_file)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir_for(default_out_dir(config_file)) / "numba"))
+    estimate = make_plan(
+        config, cache_dir_for(default_out_dir(config_file)), device=device, budget=budget,
+        only=list(only) if only else None, pdf=not no_pdf,
+    )
+    click.echo(estimate.table())
 
 
 @main.command()
@@ -177,6 +241,21 @@ def layers(config_file: Path, device: str | None) -> None:
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     click.echo(f"{len(found)} layers; the model outputs {outputs} class scores.")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+def verify(out_dir: Path) -> None:
+    """Check a built or published dossier against its manifest.json: names every file that changed,
+    went missing or was added. Exit code 1 when anything differs."""
+    from dossier.manifest import verify as check
+
+    checked, problems = check(out_dir)
+    for line in problems:
+        click.echo(line)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"verified: {checked} files as built")
 
 
 @main.command()

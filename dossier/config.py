@@ -115,6 +115,9 @@ class DataConfig(StrictModel):
     limit: int | None = Field(
         None, gt=0, description="optional cap, balanced over classes", json_schema_extra=_example(2000)
     )
+    class_index: str | None = Field(
+        None, description="a JSON or text file naming the model's outputs; class folders map to them by name"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":
@@ -129,6 +132,13 @@ class DataConfig(StrictModel):
         return next(name for name in DATA_SOURCES if getattr(self, name) is not None)
 
 
+class OutputConfig(StrictModel):
+    """How large what a build writes may grow: a site GitHub Pages serves, a PDF an audit attaches."""
+
+    site_mb: float = Field(150, gt=0, description="the site at most (pictures of fewer units beyond it)")
+    pdf_mb: float = Field(50, gt=0, description="the PDF at most (fewer pictures per layer beyond it)")
+
+
 def _analyses_model() -> type[StrictModel]:
     """`analyses:`, one key per registered analysis, holding that analysis' own settings."""
     fields = {
@@ -139,6 +149,20 @@ def _analyses_model() -> type[StrictModel]:
 
 
 AnalysesConfig = _analyses_model()
+
+
+def _checks_model() -> type[StrictModel]:
+    """`checks:`, flat: every analysis's check thresholds side by side (names are unique)."""
+    fields: dict[str, Any] = {}
+    for cls in ordered():
+        for name, field in (cls.check_settings.model_fields.items() if cls.check_settings else []):
+            if name in fields:
+                raise TypeError(f"check setting {name!r} is declared twice ({cls.name})")
+            fields[name] = (field.annotation, field)
+    return create_model("ChecksConfig", __base__=StrictModel, **fields)
+
+
+ChecksConfig = _checks_model()
 
 
 class Config(StrictModel):
@@ -168,7 +192,14 @@ class Config(StrictModel):
     scheduler: str | None = Field(
         None, description="a Dask scheduler address, or local:N for N local worker processes"
     )
+    budget: str | None = Field(
+        "auto", description="e.g. 20m or 1h30m: reduce the work to fit; auto: 20m on a CPU, none on a GPU"
+    )
     seed: int = Field(0, description="every random choice of the build derives from it")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="size budgets of the site and the PDF")
+    checks: ChecksConfig = Field(  # type: ignore[valid-type]
+        default_factory=ChecksConfig, description="thresholds of the checks that gate a release (dossier build --check)"
+    )
     analyses: AnalysesConfig = Field(  # type: ignore[valid-type]
         default_factory=AnalysesConfig, description="per-analysis settings (defaults shown)"
     )

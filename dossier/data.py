@@ -13,6 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from dossier.classes import ClassMap, map_classes
 from dossier.errors import DataError
 from dossier.sample import DIGIT_CLASSES, held_out_digits
 from dossier.sampling import round_robin
@@ -27,9 +28,10 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 @dataclass
 class ImageSet(Dataset):
-    """Images with class labels, yielding (normalised tensor, label, index); None when unreadable."""
+    """Images with class labels, yielding (normalised tensor, label, index); None when unreadable.
+    Labels count the data's classes; `classes` says which model output each one is."""
 
-    class_names: list[str]
+    classes: ClassMap
     labels: np.ndarray
     names: list[str]
     input_size: tuple[int, int, int]
@@ -40,6 +42,10 @@ class ImageSet(Dataset):
     _paths: list[Path] | None = None
     _pixels: np.ndarray | None = None  # N×H×W×C uint8, for in-memory sets
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why it could not be read
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.classes.class_names
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -102,8 +108,9 @@ def _resize(pixels: np.ndarray, input_size: tuple[int, int, int]) -> np.ndarray:
     return pixels
 
 
-def load_dataset(config: Config) -> ImageSet:
-    """The configured data set, capped to data.limit images balanced over classes."""
+def load_dataset(config: Config, outputs: int | None = None) -> ImageSet:
+    """The configured data set, capped to data.limit images balanced over classes, its classes
+    mapped to the model's `outputs` (None: as many outputs as classes)."""
     data = config.data
     common = dict(
         input_size=config.model.input_size,
@@ -116,7 +123,7 @@ def load_dataset(config: Config) -> ImageSet:
         pixels, labels = pixels[keep], labels[keep]
         fingerprint = hashlib.sha256(pixels.tobytes() + labels.tobytes()).hexdigest()
         return ImageSet(
-            class_names=list(DIGIT_CLASSES),
+            classes=_classes(config, list(DIGIT_CLASSES), outputs),
             labels=labels,
             names=[f"digits/{i}" for i in keep],
             fingerprint=fingerprint,
@@ -125,10 +132,14 @@ def load_dataset(config: Config) -> ImageSet:
             **common,
         )
     assert data.imagefolder is not None
-    return _image_folder(config, config.resolve(data.imagefolder), common)
+    return _image_folder(config, config.resolve(data.imagefolder), outputs, common)
 
 
-def _image_folder(config: Config, root: Path, common: dict) -> ImageSet:
+def _classes(config: Config, folders: list[str], outputs: int | None) -> ClassMap:
+    return map_classes(config, folders, len(folders) if outputs is None else outputs)
+
+
+def _image_folder(config: Config, root: Path, outputs: int | None, common: dict) -> ImageSet:
     if not root.is_dir():
         raise DataError(f"data.imagefolder: folder '{root}' not found")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -136,6 +147,7 @@ def _image_folder(config: Config, root: Path, common: dict) -> ImageSet:
         raise DataError(
             f"data.imagefolder: '{root}' has no class sub-folders (expected ROOT/CLASS/IMAGE files)"
         )
+    classes = _classes(config, [p.name for p in class_dirs], outputs)  # before reading thousands of images
     paths: list[Path] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
@@ -152,7 +164,7 @@ def _image_folder(config: Config, root: Path, common: dict) -> ImageSet:
     kept_paths = [paths[i] for i in keep]
     names = [str(p.relative_to(root)) for p in kept_paths]
     return ImageSet(
-        class_names=[p.name for p in class_dirs],
+        classes=classes,
         labels=label_array[keep],
         names=names,
         fingerprint=_manifest_sha256(names, kept_paths),

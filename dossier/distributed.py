@@ -89,6 +89,11 @@ class LocalExecutor:
     def __init__(self) -> None:
         self.threads = os.cpu_count() or 1
 
+    @property
+    def workers(self) -> int:
+        """How many CPU tasks run at once."""
+        return self.threads
+
     def map(self, spec: ContextSpec, function: Callable, items: Sequence[Any], cpu: bool, desc: str) -> list:
         jobs = [(spec, function, item, False) for item in items]
         if not cpu:
@@ -124,6 +129,10 @@ class DaskExecutor:
         except (OSError, ValueError, TimeoutError) as error:
             raise DossierError(f"--scheduler '{address}': cannot reach the Dask scheduler ({error})") from None
         log.info("running on Dask: %s", self.client.dashboard_link or self.client.scheduler.address)
+
+    @property
+    def workers(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
 
     def map(self, spec: ContextSpec, function: Callable, items: Sequence[Any], cpu: bool, desc: str) -> list:
         jobs = [(spec, function, item, True) for item in items]  # workers run one task per thread

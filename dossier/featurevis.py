@@ -157,8 +157,12 @@ def optimise(
     device: torch.device = torch.device("cpu"),
     decorrelate: bool = True,
     stop: bool = True,
+    trace: list[torch.Tensor] | None = None,
+    mixed_precision: bool = False,
 ) -> torch.Tensor:
-    """Images in [0, 1] (batch × C × H × W) maximising objective, one batch element each."""
+    """Images in [0, 1] (batch × C × H × W) maximising objective, one batch element each.
+    `trace` collects each step's objective per image (the convergence curve); `mixed_precision`
+    runs the forward pass in bf16 (on a GPU: twice the speed, and the image stays fp32)."""
     generator = torch.Generator().manual_seed(seed)
     channels, height, width = input_size
     image = ImageParameterisation(parameterisation, batch, channels, (height, width), generator, decorrelate).to(device)
@@ -170,7 +174,11 @@ def optimise(
             pixels = image()
             if transforms is not None:
                 pixels = transforms.apply(pixels, generator)
-            loss = -objective(truncated_forward(model, layers, (pixels - shift) / scale, stop)).sum()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision):
+                scores = objective(truncated_forward(model, layers, (pixels - shift) / scale, stop)).float()
+            if trace is not None:
+                trace.append(scores.detach().cpu())
+            loss = -scores.sum()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -100,6 +100,10 @@ def discover_layers(
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ModelError(f"model: output is {shape}; expected class scores of shape (batch, classes)")
+    if requested == "auto" and not scripted:
+        # Modules the forward pass never calls (GoogLeNet's auxiliary classifiers in eval mode)
+        # have nothing to record.
+        names = [name for name in names if name in shapes]
     output_layer = names[-1] if module_type(modules[names[-1]]) == "Linear" else None
     if scripted and output_layer:
         shapes[output_layer] = tuple(logits.shape[1:])

@@ -20,7 +20,8 @@ from torch import nn
 
 from dossier.errors import DossierError, ModelError
 from dossier.exported import load_exported
-from dossier.sample import CHECKPOINTS, EPOCHS, DigitsCNN, file_sha256, trained_digits_cnn
+from dossier.manifest import file_sha256
+from dossier.sample import CHECKPOINTS, EPOCHS, DigitsCNN, trained_digits_cnn
 
 if TYPE_CHECKING:
     from dossier.config import Config
@@ -176,19 +177,33 @@ def _is_torchvision_weights_name(config: Config, weights: str) -> bool:
     return looks_like_enum and not config.resolve(weights).exists()
 
 
-def _torchvision_weights(model_name: str, weights_name: str) -> tuple[dict, Path]:
+def torchvision_categories(config: Config) -> list[str] | None:
+    """The output names of the configured torchvision weights; None for any other model or weights.
+    torchvision's weights enum carries them, so no weights file is read."""
+    spec = config.model
+    if spec.torchvision is None or spec.weights is None or not _is_torchvision_weights_name(config, spec.weights):
+        return None
+    categories = _torchvision_weights_entry(spec.torchvision, spec.weights).meta.get("categories")
+    return list(categories) if categories else None
+
+
+def _torchvision_weights_entry(model_name: str, weights_name: str) -> torchvision.models.WeightsEnum:
     try:
         enum = torchvision.models.get_model_weights(model_name)
     except ValueError:
         raise ModelError(f"model.weights: torchvision has no weights for '{model_name}'") from None
     try:
-        weights = enum[weights_name.removeprefix(f"{enum.__name__}.")]
+        return enum[weights_name.removeprefix(f"{enum.__name__}.")]
     except KeyError:
         allowed = ", ".join(w.name for w in enum)
         raise ModelError(
             f"model.weights: '{weights_name}' is neither a file nor a weights name of {model_name} "
             f"(allowed: {allowed})"
         ) from None
+
+
+def _torchvision_weights(model_name: str, weights_name: str) -> tuple[dict, Path]:
+    weights = _torchvision_weights_entry(model_name, weights_name)
     filename = Path(urlparse(weights.url).path).name
     path = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if not path.is_file():

@@ -61,6 +61,10 @@ class Stopwatch:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()

@@ -147,10 +147,10 @@
   var tip = document.createElement("div");
   tip.className = "embedding-tip";
   tip.hidden = true;
-  data.points.forEach(function (p) {
-    var mark = document.createElementNS(SVG, p[2] === p[3] ? "circle" : "path");
+  data.points.forEach(function (p) {  // p: x, y, class, what it was mistaken for ("" when right), picture
+    var mark = document.createElementNS(SVG, p[3] ? "path" : "circle");
     var cx = PAD + (p[0] - x0) / ((x1 - x0) || 1) * (W - 2 * PAD), cy = PAD + (y1 - p[1]) / ((y1 - y0) || 1) * (H - 2 * PAD);
-    if (p[2] === p[3]) {
+    if (!p[3]) {
       mark.setAttribute("cx", cx); mark.setAttribute("cy", cy); mark.setAttribute("r", 3.5);
       mark.setAttribute("fill", data.colours[p[2]]); mark.setAttribute("fill-opacity", "0.8");
     } else {
@@ -158,7 +158,7 @@
       mark.setAttribute("stroke", "#000"); mark.setAttribute("stroke-width", "2");
     }
     mark.addEventListener("mouseenter", function (event) {
-      tip.textContent = "class " + data.classes[p[2]] + (p[2] === p[3] ? "" : ", predicted " + data.classes[p[3]]);
+      tip.textContent = "class " + data.classes[p[2]] + (p[3] ? ", predicted " + p[3] : "");
       if (p[4]) { var img = document.createElement("img"); img.src = p[4]; img.width = 48; img.height = 48; tip.appendChild(img); }
       var rect = box.getBoundingClientRect();
       tip.style.left = (event.clientX - rect.left + 12) + "px";

@@ -210,6 +210,7 @@ def test_incompatible_inputs_are_refused_in_one_line(workspace: Path, cli, chang
     out = workspace / "build" / "refused"
     result = cli("compare", workspace / "a.yaml", other, "--out", out)
     assert result.exit_code == 2 and message in result.output
+    assert "a.yaml" in result.output and "other.yaml" in result.output  # names both config files
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert not out.exists() and not list(out.parent.glob(".refused*"))
 

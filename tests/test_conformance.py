@@ -20,7 +20,7 @@ from dossier import results as results_io
 from dossier.analyses import REGISTRY
 from dossier.build import build, cache_dir_for
 from dossier.config import load_config
-from dossier.sample import file_sha256
+from dossier.manifest import file_sha256
 from tests.conftest import TINY_CONFIG, make_image_folder, tiny_model, write_config
 
 FAST = """\

@@ -14,13 +14,13 @@ import torch
 import torchvision
 from torch import nn
 
-from dossier.analyses.relevance import split_residual_additions
+from dossier.analyses.relevance import relevance_graph
 from dossier.capture import recording
 from dossier.config import load_config
 from dossier.errors import ConfigError, ModelError
 from dossier.layers import discover_layers
 from dossier.model_source import load_model
-from dossier.sample import file_sha256
+from dossier.manifest import file_sha256
 from dossier.weights import control_weights
 from tests.conftest import tiny_model, write_config
 
@@ -88,7 +88,7 @@ def test_resnet18_export_computes_what_the_eager_model_computes(resnet18) -> Non
 def test_resnet18_export_supports_tracing_and_the_random_init_control(resnet18) -> None:
     eager, exported = resnet18
     example = torch.randn(1, 3, 64, 64)
-    assert split_residual_additions(exported, example)[1] == split_residual_additions(eager, example)[1] == 8
+    assert relevance_graph(exported, example)[1].additions == relevance_graph(eager, example)[1].additions == 8
     # The control re-initialises a deep copy layer by layer: the same layers draw the same weights.
     name, weights = control_weights(exported, ["conv1", "layer1.0.conv1"], seed=0)
     assert name == "conv1" and np.array_equal(weights, control_weights(eager, ["conv1"], seed=0)[1])

@@ -107,3 +107,37 @@ def test_histogram_peaks_and_patches() -> None:
     patch = receptive_patch(pixels, position=0, feature_shape=(8, 8), field_size=7)
     assert patch.shape[:2] == (7, 7)
     assert (patch[0, 0] == pixels[0, 0]).all()  # clamped at the top-left corner
+
+
+def test_convergence_is_read_from_the_objective_curve() -> None:
+    from dossier.analyses.galleries import LATE_GAIN_LIMIT, late_gain, mean_curve
+
+    steps = np.arange(100, dtype=float)
+    plateau = 1 - np.exp(-steps / 8)  # all but done after a third of the steps
+    ramp = steps / 99  # still climbing at the end
+    assert late_gain(plateau) < 0.01 < LATE_GAIN_LIMIT < late_gain(ramp)
+    assert late_gain(np.zeros(100)) is None and late_gain(ramp[:5]) is None  # no gain; too short to say
+    curve = mean_curve([plateau, 3 * plateau + 2])  # scaled from start to end, they coincide
+    assert curve[0] == 0 and abs(curve[-1] - 1) < 0.01 and curve == sorted(curve)
+
+
+def test_exemplar_agreement_compares_the_classes_of_the_two_halves() -> None:
+    from dossier.analyses.galleries import exemplar_agreement
+
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    assert exemplar_agreement(labels, torch.tensor([0, 2]), torch.tensor([1, 3])) == 1.0  # classes 0, 1 both
+    assert exemplar_agreement(labels, torch.tensor([0, 1]), torch.tensor([4, 6])) == 0.0  # class 0 vs 2, 3
+    assert exemplar_agreement(labels, torch.tensor([0, 2]), torch.tensor([1, 4])) == 0.5
+
+
+def test_the_halves_keep_their_own_top_images_through_shards() -> None:
+    whole, first, second = (RunningExtremes(["conv"], k=2, norms={}) for _ in range(3))
+    values = torch.randn(8, 5, 3, 3, generator=torch.Generator().manual_seed(0))  # 8 images, 5 units
+    batch = Batch(values, torch.zeros(8, dtype=torch.long), torch.arange(8), torch.zeros(8, 2), {"conv": values})
+    whole.update(batch)
+    first.update(Batch(values[:4], batch.labels[:4], batch.indices[:4], batch.logits[:4], {"conv": values[:4]}))
+    second.update(Batch(values[4:], batch.labels[4:], batch.indices[4:], batch.logits[4:], {"conv": values[4:]}))
+    first.merge(second)
+    for key in ("top", "top_h0", "top_h1", "bottom", "peak"):
+        assert torch.equal(whole.state["conv"][f"{key}_ids"], first.state["conv"][f"{key}_ids"]), key
+    assert set(whole.state["conv"]["top_h0_ids"][0].tolist()) <= {0, 2, 4, 6}  # even images only

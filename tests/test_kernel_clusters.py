@@ -25,6 +25,13 @@ def test_three_planted_templates_come_back_as_three_clusters() -> None:
     assert adjusted_rand_score(truth[shuffle], result.labels) >= 0.9
     assert sorted(g.size for g in result.groups) == [20, 20, 20]
     assert len(result.embedding) == 60 and result.embedding_method.startswith("UMAP")
+    assert result.seed_agreement >= 0.9  # planted clusters do not depend on the seed
+
+
+def test_clusters_of_structureless_kernels_are_unstable_across_seeds() -> None:
+    weights = np.random.default_rng(3).normal(size=(60, 8, 3, 3))
+    result = cluster_kernels("noise", weights, SETTINGS.model_copy(update={"clusters": 6}), seed=0)
+    assert result.seed_agreement < 0.8
 
 
 def test_largest_gap_known_answer() -> None:

@@ -73,3 +73,14 @@ def test_torchscript_records_only_the_classifier() -> None:
     assert [l.recordable for l in layers] == [False, False, True]
     assert layers[-1].output_shape == (3,) and outputs == 3
     assert layers[0].kernel == (3, 3)
+
+
+def test_auto_leaves_out_modules_the_forward_pass_never_calls() -> None:
+    import torchvision
+
+    model = torchvision.models.googlenet(num_classes=4, aux_logits=True, init_weights=True).eval()
+    layers, outputs = discover_layers(model, "auto", (3, 64, 64), torch.device("cpu"), scripted=False)
+    names = [layer.name for layer in layers]
+    assert outputs == 4 and names[-1] == "fc" and len(names) == 58
+    assert not [name for name in names if name.startswith("aux")]  # eval mode never runs them
+    assert all(layer.output_shape for layer in layers)

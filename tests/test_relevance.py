@@ -244,7 +244,7 @@ def test_image_selection_takes_confident_correct_images_and_mistakes() -> None:
     labels = np.array([0, 0, 1, 1, 1, 0])
     predicted = np.array([0, 0, 1, 0, 1, 1])
     confidence = np.array([0.6, 0.9, 0.7, 0.99, 0.8, 0.5])
-    rows = select_images(labels, predicted, confidence, per_class=1, mistakes=1)
+    rows = select_images(labels, labels == predicted, confidence, per_class=1, mistakes=1)
     assert rows.tolist() == [1, 4, 3]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 import dossier.sample as sample
+from dossier.manifest import file_sha256
 
 
 def test_short_training_is_deterministic() -> None:
@@ -23,19 +24,28 @@ def test_early_checkpoint_is_the_same_run_stopped_early() -> None:
     assert all(torch.equal(a, b) for a, b in zip(untrained.values(), early.state_dict().values()))
 
 
+def _must_not_train(seed: int, **_):
+    raise AssertionError("trained although the weights were there")
+
+
 def test_trained_model_is_cached(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(sample, "train_digits_cnn", lambda seed, **_: sample.DigitsCNN().eval())
-    _, path = sample.trained_digits_cnn(0, tmp_path)
-    assert path.is_file()
-    _, early = sample.trained_digits_cnn(0, tmp_path, "digits-cnn-early")
+    _, path = sample.trained_digits_cnn(5, tmp_path)
+    assert path.is_file() and path.is_relative_to(tmp_path)
+    _, early = sample.trained_digits_cnn(5, tmp_path, "digits-cnn-early")
     assert early.is_file() and early != path
-
-    def must_not_train(seed: int, **_):
-        raise AssertionError("retrained although cached")
-
-    monkeypatch.setattr(sample, "train_digits_cnn", must_not_train)
-    model, again = sample.trained_digits_cnn(0, tmp_path)
+    monkeypatch.setattr(sample, "train_digits_cnn", _must_not_train)
+    model, again = sample.trained_digits_cnn(5, tmp_path)
     assert again == path and not model.training
+
+
+def test_seed_zero_uses_the_shipped_weights_on_every_machine(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sample, "train_digits_cnn", _must_not_train)
+    for name in sample.CHECKPOINTS:
+        model, path = sample.trained_digits_cnn(0, tmp_path, name)
+        assert path == sample.shipped_weights(name) and file_sha256(path) == sample.SHIPPED_SHA256[name]
+        assert not model.training
+    assert not any(tmp_path.iterdir())
 
 
 def test_sample_dossier(sample_build: Path) -> None:

@@ -9,7 +9,9 @@ sentence for the finding. The report walks the registry in `order`; nothing else
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +23,9 @@ from dossier.capture import Consumer, PassOptions
 from dossier.data import ImageSet
 from dossier.layers import LayerInfo, batchnorm_after
 from dossier.model_source import LoadedModel
-from dossier.report.kit import Column, CrossPage, SearchEntry, SectionView, UnitLabel, ViewKit
-from dossier.settings import SectionSettings
+from dossier.plan import Cost, Probe, Reduction
+from dossier.report.kit import CheckResult, Column, CrossPage, SearchEntry, SectionView, UnitLabel, ViewKit
+from dossier.settings import SectionSettings, StrictModel
 
 if TYPE_CHECKING:
     from dossier.config import Config
@@ -43,6 +46,15 @@ class BuildContext:
     executor: Executor
     spec: ContextSpec
     results: dict[str, Any] = field(default_factory=dict)
+    deadline: float | None = None  # wall-clock time (time.time()) the computing should end by, under a budget
+
+    def reconfigure(self, config: Config) -> None:
+        """Build with another config from now on (a budget's reduced settings): workers get it too."""
+        from dossier.distributed import register_context
+
+        self.config = config
+        self.spec = dataclasses.replace(self.spec, config=config, token=uuid.uuid4().hex)
+        register_context(self.spec, self)
 
     def map(self, function: Callable[[BuildContext, Any], Any], items: Sequence[Any], cpu: bool = False, desc: str = "") -> list:
         """function(ctx, item) for every item, here or on the cluster, in order. function must be
@@ -95,8 +107,13 @@ class Analysis(ABC):
     settings_type: ClassVar[type[SectionSettings]]
     page: ClassVar[CrossPage | None] = None  # the cross-layer page it adds a block to
     after: ClassVar[tuple[str, ...]] = ()  # analyses whose results finish() reads (ctx.results)
+    reductions: ClassVar[tuple[Reduction, ...]] = ()  # cheaper settings a time budget may choose
     # Sections showing a card or row per unit; the lowest rank on a layer page owns `#unit-N`.
     unit_anchor_rank: ClassVar[int | None] = None
+    # Sections whose pictures grow with the units; they show at most kit.unit_pictures per layer.
+    unit_pictures: ClassVar[bool] = False
+    # Thresholds of the checks it makes: fields of the config's flat `checks:` section.
+    check_settings: ClassVar[type[StrictModel] | None] = None
 
     @property
     def template(self) -> str:
@@ -119,6 +136,11 @@ class Analysis(ABC):
     def finish(self, ctx: BuildContext, consumer: Any) -> Any:
         """Turn the consumer's statistic (None if it has none) into this analysis' result."""
 
+    def cost(self, ctx: BuildContext, probe: Probe, settings: Any) -> Cost | None:
+        """What finish() will take with these settings, from a few real steps the probe times
+        (and remembers, so reduced settings are re-estimated for free). None: negligible."""
+        return None
+
     # Rendering ------------------------------------------------------------------------------
 
     def unit_labels(self, result: Any, kit: ViewKit) -> list[UnitLabel]:
@@ -140,6 +162,10 @@ class Analysis(ABC):
     def finding(self, result: Any) -> str | None:
         """A sentence for the index's finding paragraph, written from the numbers."""
         return None
+
+    def checks(self, result: Any, thresholds: Any, ctx: BuildContext) -> list[CheckResult]:
+        """The release checks its result passes, warns or fails (thresholds: the config's checks)."""
+        return []
 
 
 REGISTRY: dict[str, type[Analysis]] = {}

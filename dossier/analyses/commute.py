@@ -25,10 +25,13 @@ from dossier.analyses.base import Analysis, BuildContext, register
 from dossier.analyses.purity import (
     ClusterSummary,
     FeatureCollector,
+    balanced_count,
     cluster_views,
+    code_sizes,
     purity_score,
     summarise_clusters,
 )
+from dossier.plan import Cost, Probe, Reduction, random_codes, side_by_side
 from dossier.errors import ConfigError
 from dossier.report.kit import CrossPage, SectionView, ViewKit
 from dossier.report.pictures import lines_by_depth
@@ -203,6 +206,7 @@ class Commute(Analysis):
     result_type = CommuteResult
     settings_type = CommuteSettings
     page = ACTIVATION_SPACE
+    reductions = (Reduction("sample", (1000, 500), "commute-time clusters on a smaller class-balanced sample", rank=3),)
 
     def consumer(self, ctx: BuildContext) -> FeatureCollector:
         settings = self.settings(ctx.config)
@@ -210,6 +214,21 @@ class Commute(Analysis):
         keep = balanced_sample(ctx.dataset.labels, settings.sample, ctx.config.seed)
         names = [layer.name for layer in ctx.recorded_layers]
         return FeatureCollector(names, settings.max_features, keep)
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: CommuteSettings) -> Cost:
+        images = balanced_count(ctx.dataset.labels, settings.sample)
+        classes = len(ctx.dataset.class_names)
+        sizes = code_sizes(ctx, settings.max_features)[1:]  # the layers, not the input
+        points = random_codes(images, min(max(sizes), 256), classes, ctx.config.seed)[0].astype(np.float64)
+        labels = np.arange(images) % classes
+        one = probe.cpu_seconds(("commute", images), lambda: analyse_layer(
+            "probe", points, labels, classes, settings.neighbors, ctx.config.seed
+        ))
+        thumbnails = classes * settings.representatives * probe.image_seconds()
+        tasks = [one + thumbnails] * len(sizes)
+        memory = _DENSE_MATRICES * images * images * 8 * min(len(sizes), ctx.executor.workers) / 2**20
+        work = f"{len(sizes)} layers × an exact pseudo-inverse of {images:,}×{images:,}"
+        return Cost(work, side_by_side(tasks, ctx.executor.workers), memory, "analyses.commute.sample")
 
     def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> CommuteResult:
         settings = self.settings(ctx.config)

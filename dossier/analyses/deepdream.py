@@ -21,6 +21,7 @@ from pydantic import Field
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, NO_CONV_LAYERS, Analysis, BuildContext, register
 from dossier.capture import truncated_forward
+from dossier.plan import Cost, Probe, Reduction
 from dossier.featurevis import ImageParameterisation, Transforms, frozen
 from dossier.report.kit import SectionView, ViewKit
 from dossier.report.pictures import Sprite
@@ -143,6 +144,11 @@ class DeepDream(Analysis):
     order = 25
     result_type = DeepDreamResult
     settings_type = DeepDreamSettings
+    reductions = (
+        Reduction("steps", (5, 3), "fewer DeepDream steps per octave: weaker dreams", rank=2),
+        Reduction("octaves", (2, 1), "fewer DeepDream octaves: the dream at fewer scales", rank=2),
+        Reduction("images", (2, 1), "fewer images dreamed per layer", rank=3),
+    )
 
     def applies(self, ctx: BuildContext) -> str | None:
         if not ctx.hookable:
@@ -169,6 +175,31 @@ class DeepDream(Analysis):
             layers=layers,
             originals={i: thumbnail(pixels) for i, pixels in originals.items()},
         )
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: DeepDreamSettings) -> Cost:
+        # A real dream of the first layer at 1 and 3 steps gives what fitting the octaves costs and
+        # what a step costs there; other layers' steps scale like their feature-visualisation steps.
+        spec, first = ctx.config.model, ctx.conv_layers[0].name
+        images = torch.rand(settings.images, *spec.input_size, device=ctx.device)
+
+        def dreamt(steps: int) -> float:
+            changed = settings.model_copy(update={"steps": steps})
+            key = ("dream", settings.images, settings.octaves, settings.octave_scale, settings.parameterisation, steps)
+            run = lambda: dream(ctx.model.module, first, images, spec.channel_mean, spec.channel_std, changed, 0)  # noqa: E731
+            return probe.seconds(key, run, warm_up=False)  # the layer's optimisation timings warmed it up
+
+        probe.optimisation(first, settings.images, 4, settings.parameterisation)
+        one, three = dreamt(1), dreamt(3)
+        step = max(0.0, (three - one) / 2)
+        fit = max(0.0, one - step)
+
+        def relative(layer: str) -> float:
+            reference = probe.optimisation(first, settings.images, 4, settings.parameterisation)
+            return probe.optimisation(layer, settings.images, 4, settings.parameterisation) / max(reference, 1e-9)
+
+        seconds = sum(fit + settings.steps * step * relative(info.name) for info in ctx.conv_layers)
+        work = f"{len(ctx.conv_layers)} layers × {settings.images} images × {settings.octaves} octaves × {settings.steps} steps"
+        return Cost(work, seconds, shrink="analyses.deepdream.steps, .octaves, .images")
 
     def view(self, result: DeepDreamResult, kit: ViewKit) -> SectionView:
         layers = {}

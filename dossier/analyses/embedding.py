@@ -13,7 +13,9 @@ from sklearn.neighbors import NearestNeighbors
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
 from dossier.analyses.commute import ACTIVATION_SPACE
+from dossier.analyses.purity import balanced_count
 from dossier.capture import Batch, input_key
+from dossier.plan import Cost, Probe, Reduction, random_codes
 from dossier.report.jsdata import js_global
 from dossier.report.kit import SectionView, ViewKit
 from dossier.report.pictures import CLASS_COLOURS, class_colour
@@ -35,10 +37,11 @@ class EmbeddingResult:
     layer: str  # whose input is embedded
     neighbors: int
     indices: list[int]
-    labels: list[int]
-    predicted: list[int]
+    labels: list[int]  # the data's classes
+    predicted: list[int]  # the model's top-1 outputs, over all outputs
     points: list[list[float]]
     mistakes: list[int]  # positions (in the lists above) of misclassified images
+    mistaken_for: list[str]  # per mistake, the prediction: a class, or "other: <output name>"
     mistake_thumbnails: np.ndarray = field(metadata=NOT_EXPORTED)
 
 
@@ -87,6 +90,7 @@ class Embedding(Analysis):
     result_type = EmbeddingResult
     settings_type = EmbeddingSettings
     page = ACTIVATION_SPACE
+    reductions = (Reduction("sample", (1000, 500), "the embedding map of a smaller class-balanced sample", rank=3),)
 
     def applies(self, ctx: BuildContext) -> str | None:
         if not ctx.hookable:
@@ -95,6 +99,14 @@ class Embedding(Analysis):
             return "the recorded layers end in no Linear classifier whose input could be embedded"
         return None
 
+    def cost(self, ctx: BuildContext, probe: Probe, settings: EmbeddingSettings) -> Cost:
+        images = balanced_count(ctx.dataset.labels, settings.sample)
+        classifier = dict(ctx.model.module.named_modules())[ctx.classifier]
+        features = int(getattr(classifier, "in_features", 256))
+        codes = random_codes(images, features, len(ctx.dataset.class_names), ctx.config.seed)[0]
+        seconds = probe.seconds(("umap", images, features), lambda: umap_2d(codes, settings.neighbors, settings.min_dist, 0))
+        return Cost(f"UMAP of {images:,} codes of {features}", seconds, shrink="analyses.embedding.sample")
+
     def consumer(self, ctx: BuildContext) -> _PenultimateCodes:
         keep = balanced_sample(ctx.dataset.labels, self.settings(ctx.config).sample, ctx.config.seed)
         return _PenultimateCodes(ctx.classifier, keep)
@@ -102,7 +114,9 @@ class Embedding(Analysis):
     def finish(self, ctx: BuildContext, consumer: _PenultimateCodes) -> EmbeddingResult:
         settings = self.settings(ctx.config)
         points = umap_2d(np.stack(consumer.codes), settings.neighbors, settings.min_dist, ctx.config.seed)
-        mistakes = [n for n, (l, p) in enumerate(zip(consumer.labels, consumer.predicted)) if l != p]
+        classes = ctx.dataset.classes
+        truths = classes.true_outputs(np.array(consumer.labels, dtype=np.int64))
+        mistakes = [n for n, (t, p) in enumerate(zip(truths, consumer.predicted)) if t != p]
         _, pictures = thumbnails(ctx.dataset, [consumer.indices[n] for n in mistakes[: settings.thumbnails]])
         return EmbeddingResult(
             layer=ctx.classifier or "",
@@ -112,6 +126,7 @@ class Embedding(Analysis):
             predicted=consumer.predicted,
             points=points.tolist(),
             mistakes=mistakes,
+            mistaken_for=[classes.prediction_name(consumer.predicted[n]) for n in mistakes],
             mistake_thumbnails=pictures,
         )
 
@@ -138,12 +153,13 @@ def _embedding_script(embedding: EmbeddingResult, kit: ViewKit) -> str:
         position: kit.pictures.image(picture, f"embedding-mistake-{n}")
         for n, (position, picture) in enumerate(zip(embedding.mistakes, embedding.mistake_thumbnails))
     }
-    data = {
+    mistaken_for = dict(zip(embedding.mistakes, embedding.mistaken_for))
+    data = {  # a point: x, y, class, what it was mistaken for ("" when right), mistake's picture
         "classes": kit.class_names,
         "colours": [class_colour(c) for c in range(len(kit.class_names))],
         "points": [
-            [round(x, 4), round(y, 4), label, predicted, thumbs.get(n, "")]
-            for n, ((x, y), label, predicted) in enumerate(zip(embedding.points, embedding.labels, embedding.predicted))
+            [round(x, 4), round(y, 4), label, mistaken_for.get(n, ""), thumbs.get(n, "")]
+            for n, ((x, y), label) in enumerate(zip(embedding.points, embedding.labels))
         ],
     }
     return js_global("DOSSIER_EMBEDDING", data)

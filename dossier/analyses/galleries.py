@@ -10,7 +10,9 @@ of the unit's top exemplars.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
+from itertools import zip_longest
 from typing import Literal
 
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 from pydantic import Field
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, NO_CONV_LAYERS, Analysis, BuildContext, register
+from dossier.plan import Cost, Probe, Reduction
 from dossier.analyses.neuron_types import PAGE as NEURON_TYPES_PAGE
 from dossier.capture import Batch, recording
 from dossier.featurevis import Transforms, channel, histogram_peaks, optimise
@@ -29,6 +32,10 @@ from dossier.thumbnails import thumbnail, thumbnails
 
 
 PAGE_UNITS = 64  # unit cards per page: a 512-unit layer gets 8 light pages, not one heavy one
+LATE_GAIN_LIMIT = 0.1  # more of the gain than this in the last fifth of the steps: not converged
+SEED_SPREAD_LIMIT = 0.25  # a second seed's image reaching this much more or less: not a stable picture
+AGREEMENT_LIMIT = 1 / 3  # the halves' top exemplars sharing less than a third of their classes
+_SECOND_SEED = 7919  # the offset of the seed the stability check optimises with
 
 
 class GalleriesSettings(SectionSettings):
@@ -36,7 +43,11 @@ class GalleriesSettings(SectionSettings):
     parameterisation: Literal["fourier", "pixel", "laplacian"] = Field(
         "fourier", description="fourier (colour-decorrelated for RGB) | pixel | laplacian"
     )
+    units: int | None = Field(
+        None, ge=1, description="optimise the N units per layer that matter most (selectivity, relevance); null: all"
+    )
     units_per_batch: int = Field(64, ge=1, description="units optimised together, one batch element each")
+    stability_units: int = Field(8, ge=0, description="units per layer optimised again from another seed (stability)")
     exemplars: int = Field(6, ge=1, description="top and bottom data-set images per unit")
     colour_threshold: float = Field(3.0, ge=0, description="std of the RGB histogram peaks of a colour-blind unit (0–255)")
     pdf_units: int = Field(8, ge=0, description="units per layer in the PDF")
@@ -45,9 +56,10 @@ class GalleriesSettings(SectionSettings):
 @dataclass(frozen=True)
 class UnitCard:
     unit: int
+    optimised: bool  # False: no optimised images (the time budget left this unit out)
     dataset_max: float  # largest spatial-mean activation over the data
-    reached_max: float  # the max image's spatial-mean activation
-    reached_min: float
+    reached_max: float | None  # the max image's spatial-mean activation
+    reached_min: float | None
     quality: float | None  # reached_max / dataset_max
     top: list[int]  # data-set indices, most exciting first
     top_values: list[float]
@@ -57,8 +69,12 @@ class UnitCard:
     colour_peaks: list[int] | None  # per-channel histogram peak of the max image (0–255)
     colour_blind: bool | None  # None for 1-channel inputs
     grayscale_ratio: float | None  # activation on grayscale top exemplars ÷ on the originals
-    max_image: np.ndarray = field(metadata=NOT_EXPORTED)
-    min_image: np.ndarray = field(metadata=NOT_EXPORTED)
+    late_gain: float | None  # share of the max image's gain in the last fifth of the steps (converged: small)
+    seed_spread: float | None  # |reached − reached with another seed| ÷ the larger (units optimised twice)
+    exemplar_agreement: float | None  # the top exemplars' classes, half of the data against the other
+    unstable: list[str]  # why the pictures should not be trusted ([] when nothing says so)
+    max_image: np.ndarray | None = field(metadata=NOT_EXPORTED)
+    min_image: np.ndarray | None = field(metadata=NOT_EXPORTED)
     patches: np.ndarray = field(metadata=NOT_EXPORTED)
 
 
@@ -66,11 +82,16 @@ class UnitCard:
 class LayerGallery:
     layer: str
     units: list[UnitCard]
+    optimised: int  # units with optimised images
+    left_out: str  # why the others have none ("" when every unit has them)
+    order: list[int]  # the units, those that matter most first
+    convergence: list[float]  # the mean max objective over the steps, each unit scaled from 0 to 1
 
 
 @dataclass(frozen=True)
 class GalleriesResult(ByLayer):
     steps: int
+    stability_units: int
     parameterisation: str
     decorrelated: bool
     colour_threshold: float
@@ -102,6 +123,10 @@ class RunningExtremes:
             self._merge(name, "top", means, ids, largest=True)
             self._merge(name, "bottom", means, ids, largest=False)
             self._merge(name, "peak", peak.T, ids, largest=True, extra=where.T)
+            for half in (0, 1):  # the top exemplars of each half of the data: their agreement is a stability check
+                rows = indices % 2 == half
+                if rows.any():
+                    self._merge(name, f"top_h{half}", means[:, rows], ids[:, rows], largest=True)
 
     def _merge(
         self, name: str, key: str, values: torch.Tensor, ids: torch.Tensor, largest: bool, extra: torch.Tensor | None = None
@@ -126,9 +151,9 @@ class RunningExtremes:
     def merge(self, other: "RunningExtremes") -> None:
         """Add the extremes of later images (another shard of the data pass)."""
         for name, theirs in other.state.items():
-            for key, largest in (("top", True), ("bottom", False), ("peak", True)):
-                where = theirs.get(f"{key}_where")
-                self._merge(name, key, theirs[key], theirs[f"{key}_ids"], largest, where)
+            for key, largest in (("top", True), ("bottom", False), ("peak", True), ("top_h0", True), ("top_h1", True)):
+                if key in theirs:
+                    self._merge(name, key, theirs[key], theirs[f"{key}_ids"], largest, theirs.get(f"{key}_where"))
 
 
 def receptive_patch(pixels: np.ndarray, position: int, feature_shape: tuple[int, int], field_size: int) -> np.ndarray:
@@ -153,6 +178,13 @@ class Galleries(Analysis):
     settings_type = GalleriesSettings
     page = NEURON_TYPES_PAGE  # colour-blind units by depth sit beside the other neuron types
     unit_anchor_rank = 0
+    unit_pictures = True
+    after = ("neuron_types", "relevance")  # which units matter most, when not every unit is optimised
+    reductions = (
+        Reduction("units", (64, 32, 16, 8, 4, 2, 1), "optimised images only for the units per layer that matter most "
+                  "(class selectivity, then relevance); every unit keeps its exemplars", rank=1),
+        Reduction("steps", (32, 24, 16), "fewer Adam steps per optimised image: less converged pictures", rank=2),
+    )
 
     def applies(self, ctx: BuildContext) -> str | None:
         if not ctx.hookable:
@@ -167,7 +199,10 @@ class Galleries(Analysis):
         settings = self.settings(ctx.config)
         channels = ctx.config.model.input_size[0]
         jobs = [
-            (info, consumer.state[info.name], consumer.norms[info.name][0] if info.name in consumer.norms else None)
+            (
+                info, consumer.state[info.name], consumer.norms[info.name][0] if info.name in consumer.norms else None,
+                importance(ctx, info.name, consumer.state[info.name]),
+            )
             for info in ctx.recorded_layers
             if info.name in consumer.state
         ]
@@ -177,6 +212,7 @@ class Galleries(Analysis):
         kept, images = thumbnails(ctx.dataset, shown, upscale=False)
         return GalleriesResult(
             steps=settings.steps,
+            stability_units=settings.stability_units,
             parameterisation=settings.parameterisation,
             decorrelated=channels == 3,
             colour_threshold=settings.colour_threshold,
@@ -185,13 +221,32 @@ class Galleries(Analysis):
             pictures=dict(zip(kept, images)),
         )
 
+    def cost(self, ctx: BuildContext, probe: Probe, settings: GalleriesSettings) -> Cost:
+        seconds, optimised, units = 0.0, 0, 0
+        for info in ctx.conv_layers:
+            count = info.units or 0
+            chosen = count if settings.units is None else min(count, settings.units)
+            for start in range(0, chosen, settings.units_per_batch):
+                batch = min(settings.units_per_batch, chosen - start)
+                seconds += 2 * probe.optimisation(info.name, batch, settings.steps, settings.parameterisation)  # max, min
+            if min(chosen, settings.stability_units):  # the max images again, from another seed
+                seconds += probe.optimisation(info.name, min(chosen, settings.stability_units), settings.steps, settings.parameterisation)
+            exemplars = min(count * settings.exemplars, len(ctx.dataset))
+            seconds += probe.forward_per_image() * (2 * chosen + 2 * exemplars)  # what they reach; grayscale
+            seconds += probe.image_seconds() * (count * settings.exemplars + exemplars)  # patches; grayscale
+            optimised, units = optimised + chosen, units + count
+        work = f"{optimised:,} of {units:,} units × 2 images × {settings.steps} steps"
+        return Cost(work, seconds, shrink="analyses.galleries.units, analyses.galleries.steps")
+
     def unit_labels(self, result: GalleriesResult, kit: ViewKit) -> list[UnitLabel]:
-        return [
-            UnitLabel(layer.layer, card.unit, "colour-blind", "colour-blind", self.name, "colour blind grayscale")
-            for layer in result.layers
-            for card in layer.units
-            if card.colour_blind
-        ]
+        labels = []
+        for layer in result.layers:
+            for card in layer.units:
+                if card.colour_blind:
+                    labels.append(UnitLabel(layer.layer, card.unit, "colour-blind", "colour-blind", self.name, "colour blind grayscale"))
+                if card.unstable:
+                    labels.append(UnitLabel(layer.layer, card.unit, "unstable pictures", "unstable", self.name, "; ".join(card.unstable)))
+        return labels
 
     def view(self, result: GalleriesResult, kit: ViewKit) -> SectionView:
         return _view(result, kit, self.settings(kit.config).pdf_units)
@@ -202,62 +257,169 @@ class Galleries(Analysis):
 
 
 def _layer_gallery(ctx: BuildContext, job: tuple) -> LayerGallery:
-    """Every unit of one layer: optimised images, what they reach, exemplars, patches, colour."""
-    info, state, norm_name = job
+    """One layer: optimised images for its most important units (all, unless the budget says
+    otherwise), and for every unit what they reach, exemplars, patches and colour."""
+    info, state, norm_name, order = job
     settings = ctx.config.analyses.galleries
     norm = dict(ctx.model.module.named_modules())[norm_name] if norm_name else None
     units = info.output_shape[0]
-    model, config = ctx.model.module, ctx.config
+    chosen = order[: settings.units] if settings.units is not None else order
+    late = ctx.deadline is not None and time.time() > ctx.deadline
+    if late:
+        chosen = []
+    twice = set(chosen[: settings.stability_units])
+    images = _optimised(ctx, info.name, sorted(chosen), norm, twice) if chosen else {}
+    gray_ratio = _grayscale_ratio(ctx, info.name, state["top_ids"], norm) if ctx.config.model.input_size[0] == 3 else None
+    cards = [_card(ctx, info, state, u, images.get(u), gray_ratio) for u in range(units)]
+    convergence = mean_curve([images[u].curve for u in sorted(images)])
+    why = ""
+    if late:
+        why = "the time budget ran out before this layer"
+    elif len(chosen) < units:
+        why = f"the time budget allowed the {len(chosen)} units that matter most (class selectivity, then relevance)"
+    return LayerGallery(info.name, cards, len(chosen), why, list(order), convergence)
+
+
+@dataclass(frozen=True)
+class _Optimised:
+    """A unit's max and min images, what they reach, how the max converged and, for the units
+    optimised twice, how far a second seed's max image lands from the first."""
+
+    max_image: torch.Tensor
+    min_image: torch.Tensor
+    reached_max: float
+    reached_min: float
+    curve: np.ndarray  # the max objective at each step
+    seed_spread: float | None
+
+
+def _optimised(ctx: BuildContext, layer: str, units: list[int], norm, twice: set[int]) -> dict[int, _Optimised]:
+    """Per unit: its optimised images; the units in `twice` get their max image again from another seed."""
+    settings, config = ctx.config.analyses.galleries, ctx.config
     common = dict(
-        layers=[info.name], input_size=config.model.input_size, mean=config.model.channel_mean,
+        layers=[layer], input_size=config.model.input_size, mean=config.model.channel_mean,
         std=config.model.channel_std, steps=settings.steps, parameterisation=settings.parameterisation,
-        transforms=Transforms(), device=ctx.device,
+        transforms=Transforms(), device=ctx.device, mixed_precision=ctx.options.mixed_precision,
     )
-    maxima, minima = [], []
-    for start in range(0, units, settings.units_per_batch):
-        chosen = torch.arange(start, min(units, start + settings.units_per_batch), device=ctx.device)
-        maxima.append(optimise(model, channel(info.name, chosen, 1.0, norm), batch=len(chosen), seed=config.seed + start, **common))
-        minima.append(optimise(model, channel(info.name, chosen, -1.0, norm), batch=len(chosen), seed=config.seed + start + 1, **common))
-    max_images, min_images = torch.cat(maxima), torch.cat(minima)
-    reached_max = _reached(ctx, info.name, max_images, norm)
-    reached_min = _reached(ctx, info.name, min_images, norm)
-    gray_ratio = _grayscale_ratio(ctx, info.name, state["top_ids"], norm) if config.model.input_size[0] == 3 else None
-    cards = []
-    for u in range(units):
-        max_pixels = _to_uint8(max_images[u])
-        peaks = histogram_peaks(max_pixels) if max_pixels.shape[2] == 3 else None
-        dataset_max = float(state["top"][u, 0])
-        cards.append(
-            UnitCard(
-                unit=u,
-                dataset_max=dataset_max,
-                reached_max=float(reached_max[u]),
-                reached_min=float(reached_min[u]),
-                quality=float(reached_max[u] / dataset_max) if dataset_max > 0 else None,
-                top=state["top_ids"][u].tolist(),
-                top_values=state["top"][u].tolist(),
-                bottom=state["bottom_ids"][u].tolist(),
-                bottom_values=state["bottom"][u].tolist(),
-                patch_values=state["peak"][u].tolist(),
-                colour_peaks=peaks,
-                colour_blind=bool(np.std(peaks) <= settings.colour_threshold) if peaks else None,
-                grayscale_ratio=float(gray_ratio[u]) if gray_ratio is not None else None,
-                max_image=thumbnail(max_pixels, upscale=False),
-                min_image=thumbnail(_to_uint8(min_images[u]), upscale=False),
-                patches=_patches(ctx, info, state, u),
+
+    def maximise(batch: torch.Tensor, seed: int, trace: list | None = None) -> torch.Tensor:
+        return optimise(ctx.model.module, channel(layer, batch, 1.0, norm), batch=len(batch), seed=seed, trace=trace, **common)
+
+    found = {}
+    for start in range(0, len(units), settings.units_per_batch):
+        batch = torch.tensor(units[start : start + settings.units_per_batch], device=ctx.device)
+        seed, trace = config.seed + int(batch[0]), []
+        maxima = maximise(batch, seed, trace)
+        minima = optimise(ctx.model.module, channel(layer, batch, -1.0, norm), batch=len(batch), seed=seed + 1, **common)
+        reached_max, reached_min = _reached(ctx, layer, maxima, batch, norm), _reached(ctx, layer, minima, batch, norm)
+        curves = torch.stack(trace, dim=1).numpy()  # units × steps
+        again = [k for k, unit in enumerate(batch.tolist()) if unit in twice]
+        spread = {}
+        if again:
+            other = maximise(batch[again], seed + _SECOND_SEED)
+            for k, value in zip(again, _reached(ctx, layer, other, batch[again], norm).tolist()):
+                first = float(reached_max[k])
+                spread[k] = abs(first - value) / max(abs(first), abs(value), 1e-12)
+        for k, unit in enumerate(batch.tolist()):
+            found[unit] = _Optimised(
+                maxima[k], minima[k], float(reached_max[k]), float(reached_min[k]), curves[k], spread.get(k)
             )
-        )
-    return LayerGallery(info.name, cards)
+    return found
 
 
-def _reached(ctx: BuildContext, layer: str, images: torch.Tensor, norm) -> torch.Tensor:
-    normalised = (images - torch.tensor(ctx.config.model.channel_mean, device=images.device).view(1, -1, 1, 1)) / torch.tensor(
-        ctx.config.model.channel_std, device=images.device
-    ).view(1, -1, 1, 1)
+def late_gain(curve: np.ndarray) -> float | None:
+    """The share of an optimisation's gain made in its last fifth of steps: near 0, it converged.
+    Means over tenths of the steps smooth out the random transforms' noise."""
+    steps = len(curve)
+    if steps < 10:
+        return None
+    tenth = steps // 10
+    start, before_end, end = curve[:tenth].mean(), curve[-3 * tenth : -2 * tenth].mean(), curve[-tenth:].mean()
+    gain = end - start
+    return float((end - before_end) / gain) if gain > 0 else None
+
+
+def mean_curve(curves: list[np.ndarray], points: int = 24) -> list[float]:
+    """The layer's convergence: each unit's curve scaled from its start (0) to its end (1), averaged."""
+    scaled = []
+    for curve in curves:
+        span = curve[-max(1, len(curve) // 10):].mean() - curve[0]
+        if span > 0:
+            scaled.append((curve - curve[0]) / span)
+    if not scaled:
+        return []
+    mean = np.mean(scaled, axis=0)
+    positions = np.linspace(0, len(mean) - 1, min(points, len(mean))).round().astype(int)
+    return [round(float(mean[p]), 4) for p in positions]
+
+
+def _card(
+    ctx: BuildContext, info, state: dict[str, torch.Tensor], u: int, optimised: _Optimised | None, gray_ratio
+) -> UnitCard:
+    settings = ctx.config.analyses.galleries
+    dataset_max = float(state["top"][u, 0])
+    max_pixels = _to_uint8(optimised.max_image) if optimised else None
+    peaks = histogram_peaks(max_pixels) if max_pixels is not None and max_pixels.shape[2] == 3 else None
+    converged = late_gain(optimised.curve) if optimised else None
+    halves = "top_h0_ids" in state and "top_h1_ids" in state
+    agreement = exemplar_agreement(ctx.dataset.labels, state["top_h0_ids"][u], state["top_h1_ids"][u]) if halves else None
+    return UnitCard(
+        unit=u,
+        optimised=optimised is not None,
+        dataset_max=dataset_max,
+        reached_max=optimised.reached_max if optimised else None,
+        reached_min=optimised.reached_min if optimised else None,
+        quality=optimised.reached_max / dataset_max if optimised and dataset_max > 0 else None,
+        late_gain=converged,
+        seed_spread=optimised.seed_spread if optimised else None,
+        exemplar_agreement=agreement,
+        unstable=_unstable(converged, optimised.seed_spread if optimised else None, agreement),
+        top=state["top_ids"][u].tolist(),
+        top_values=state["top"][u].tolist(),
+        bottom=state["bottom_ids"][u].tolist(),
+        bottom_values=state["bottom"][u].tolist(),
+        patch_values=state["peak"][u].tolist(),
+        colour_peaks=peaks,
+        colour_blind=bool(np.std(peaks) <= settings.colour_threshold) if peaks else None,
+        grayscale_ratio=float(gray_ratio[u]) if gray_ratio is not None else None,
+        max_image=thumbnail(max_pixels, upscale=False) if optimised else None,
+        min_image=thumbnail(_to_uint8(optimised.min_image), upscale=False) if optimised else None,
+        patches=_patches(ctx, info, state, u),
+    )
+
+
+def exemplar_agreement(labels: np.ndarray, first: torch.Tensor, second: torch.Tensor) -> float | None:
+    """How much the classes of a unit's top exemplars agree between the two halves of the data
+    (histogram intersection, 0 to 1): a unit's exemplars mean something when both halves show it
+    the same kind of image."""
+    if len(first) == 0 or len(second) == 0:
+        return None
+    classes = int(labels.max()) + 1
+    a = np.bincount(labels[first.numpy()], minlength=classes) / len(first)
+    b = np.bincount(labels[second.numpy()], minlength=classes) / len(second)
+    return float(np.minimum(a, b).sum())
+
+
+def _unstable(late: float | None, spread: float | None, agreement: float | None) -> list[str]:
+    """Why a unit's pictures should not be trusted, if they should not."""
+    reasons = []
+    if late is not None and late > LATE_GAIN_LIMIT:
+        reasons.append(f"still improving: {late:.0%} of its gain in the last fifth of the steps")
+    if spread is not None and spread > SEED_SPREAD_LIMIT:
+        reasons.append(f"another seed's max image reaches {spread:.0%} more or less")
+    if agreement is not None and agreement < AGREEMENT_LIMIT:
+        reasons.append(f"its top exemplars' classes agree {agreement:.0%} between the two halves of the data")
+    return reasons
+
+
+def _reached(ctx: BuildContext, layer: str, images: torch.Tensor, units: torch.Tensor, norm) -> torch.Tensor:
+    """The spatial-mean activation image k reaches on unit units[k]."""
+    mean = torch.tensor(ctx.config.model.channel_mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(ctx.config.model.channel_std, device=images.device).view(1, -1, 1, 1)
     with torch.no_grad(), recording(ctx.model.module, [layer]) as outputs:
-        ctx.model.module(normalised)
+        ctx.model.module((images - mean) / std)
         activation = (norm(outputs[layer]) if norm is not None else outputs[layer]).mean(dim=(2, 3))
-    return activation[torch.arange(len(images)), torch.arange(len(images))].cpu()
+    return activation[torch.arange(len(images)), units].cpu()
 
 
 def _grayscale_ratio(ctx: BuildContext, layer: str, top_ids: torch.Tensor, norm) -> np.ndarray:
@@ -310,16 +472,22 @@ def _view(result: GalleriesResult, kit: ViewKit, count: int) -> SectionView:
         chosen = pdf_units(kit.rankings.get("neuron_types", {}).get(layer.layer, []),
                            kit.rankings.get("relevance", {}).get(layer.layer, []), count)
         chunks = [layer.units[start : start + PAGE_UNITS] for start in range(0, len(layer.units), PAGE_UNITS)]
+        pictured = set(layer.order[: kit.unit_pictures] if kit.unit_pictures is not None else layer.order)
         gallery_pages = [
             GalleryPage(
                 kit.layer_file(layer.layer) if k == 0 else f"layer-{slug}-units-{k + 1}.html",
                 chunk[0].unit, chunk[-1].unit,
-                [_card_view(card, result, kit, f"gallery-{slug}-{k + 1}") for card in chunk],
+                [_card_view(card, result, kit, f"gallery-{slug}-{k + 1}", card.unit in pictured) for card in chunk],
             )
             for k, chunk in enumerate(chunks)
         ]
-        printed = [_card_view(card, result, kit, f"gallery-{slug}-print") for card in layer.units if card.unit in chosen]
-        view = GalleryView(gallery_pages, 0, printed, result, _pdf_rule(count), _colour_blind_share(layer))
+        printed = [
+            _card_view(card, result, kit, f"gallery-{slug}-print", True) for card in layer.units if card.unit in chosen
+        ]
+        view = GalleryView(
+            gallery_pages, 0, printed, result, layer, _pdf_rule(count), _colour_blind_share(layer),
+            len(pictured) if len(pictured) < len(layer.units) else None,
+        )
         layers[layer.layer] = view
         pages += [
             ExtraPage(page.filename, f"{layer.layer} · units {page.first}–{page.last}", layer.layer, replace(view, current=k))
@@ -331,8 +499,9 @@ def _view(result: GalleriesResult, kit: ViewKit, count: int) -> SectionView:
 @dataclass(frozen=True)
 class CardView:
     card: UnitCard
-    max_image: Sprite
-    min_image: Sprite
+    pictured: bool  # False: the site's size budget left this unit's pictures out
+    max_image: Sprite | None  # None: not optimised, or not pictured
+    min_image: Sprite | None
     top: list[Sprite]  # the top exemplars
     bottom: list[Sprite]
     patches: list[Sprite]
@@ -352,8 +521,10 @@ class GalleryView:
     current: int  # the page this view shows
     printed: list[CardView]  # the units the PDF shows
     run: GalleriesResult  # steps, parameterisation of the whole run
+    layer: LayerGallery
     pdf_rule: str
     colour_blind: float | None  # share of the layer's units
+    pictured: int | None  # units shown with pictures, when the site's size budget left others out
 
     def unit_page(self, unit: int) -> str:
         return next(page.filename for page in self.pages if page.first <= unit <= page.last)
@@ -376,17 +547,34 @@ def pdf_units(selective: list[int], relevant: list[int], count: int) -> set[int]
     return set(chosen)
 
 
+def importance(ctx: BuildContext, layer: str, state: dict[str, torch.Tensor]) -> list[int]:
+    """A layer's units, those that matter most first: the most class-selective and the most
+    relevant in turn, then the rest by their largest activation on the data."""
+    results = ctx.results
+    selective = results["neuron_types"].most_selective(layer) if "neuron_types" in results else []
+    ranking = results["relevance"].ranking_for(layer) if "relevance" in results else None
+    relevant = ranking.ranking if ranking else []
+    by_activation = torch.argsort(state["top"][:, 0], descending=True, stable=True).tolist()
+    order: list[int] = []
+    for pair in zip_longest(selective, relevant):
+        order += [unit for unit in pair if unit is not None and unit not in order]
+    return order + [unit for unit in by_activation if unit not in order]
+
+
 def _pdf_rule(count: int) -> str:
     return f"the {(count + 1) // 2} most class-selective units, then the most relevant (relevance ranking), {count} in all"
 
 
-def _card_view(card: UnitCard, result: GalleriesResult, kit: ViewKit, group: str) -> CardView:
+def _card_view(card: UnitCard, result: GalleriesResult, kit: ViewKit, group: str, pictured: bool) -> CardView:
     """A unit's pictures, packed into the sheet of the page that shows them."""
+    if not pictured:
+        return CardView(card, False, None, None, [], [], [])
     sprite = kit.pictures.sprite
     return CardView(
         card=card,
-        max_image=sprite(card.max_image, group),
-        min_image=sprite(card.min_image, group),
+        pictured=True,
+        max_image=sprite(card.max_image, group) if card.optimised else None,
+        min_image=sprite(card.min_image, group) if card.optimised else None,
         top=[sprite(result.pictures[i], group, key=i) for i in card.top if i in result.pictures],
         bottom=[sprite(result.pictures[i], group, key=i) for i in card.bottom if i in result.pictures],
         patches=[sprite(patch, group) for patch in card.patches],
@@ -394,9 +582,9 @@ def _card_view(card: UnitCard, result: GalleriesResult, kit: ViewKit, group: str
 
 
 def _colour_blind_share(layer: LayerGallery) -> float | None:
-    if not layer.units or layer.units[0].colour_blind is None:
-        return None
-    return sum(bool(card.colour_blind) for card in layer.units) / len(layer.units)
+    """Share of the optimised units that are colour-blind (it is read from their max images)."""
+    judged = [card for card in layer.units if card.colour_blind is not None]
+    return sum(card.colour_blind for card in judged) / len(judged) if judged else None
 
 
 def _colour_overview(result: GalleriesResult, kit: ViewKit) -> ColourOverview:

@@ -29,6 +29,7 @@ from dossier.report.kit import Column, SearchEntry, SectionView, ViewKit
 from dossier.report.pictures import CLASS_COLOURS
 from dossier.results import ByLayer
 from dossier.settings import SectionSettings
+from dossier.plan import Cost, Probe, side_by_side
 from dossier.weights import control_weights, conv_layer_weights, spatial_conv_layers
 
 ONE_BY_ONE_REASON = (
@@ -74,6 +75,7 @@ class LayerKernelClusters:
     linkage: list[list[float]]  # scipy linkage matrix: the dendrogram
     labels: list[int]  # spectral clustering, per unit
     ward_agreement: float | None  # ARI between the Ward cut and the spectral clusters
+    seed_agreement: float | None  # ARI between the spectral clusters of two seeds: stability
     embedding: list[list[float]]  # 2-D position per unit
     embedding_method: str
     groups: list[KernelCluster]
@@ -165,6 +167,7 @@ def cluster_kernels(name: str, weight: np.ndarray, settings, seed: int) -> Layer
         linkage=tree.tolist(),
         labels=labels.tolist(),
         ward_agreement=float(adjusted_rand_score(ward, labels)),
+        seed_agreement=float(adjusted_rand_score(labels, spectral_labels(vectors, k, seed + 1))),
         embedding=embedding.tolist(),
         embedding_method=method,
         groups=[g for g in groups if g.size],
@@ -191,7 +194,7 @@ def _group(cluster: int, labels: np.ndarray, vectors: np.ndarray, averaged: np.n
 def _skipped(base: dict, reason: str) -> LayerKernelClusters:
     return LayerKernelClusters(
         **base, skipped=reason, clusters=0, chosen_by="", merge_heights=[], linkage=[], labels=[],
-        ward_agreement=None, embedding=[], embedding_method="", groups=[],
+        ward_agreement=None, seed_agreement=None, embedding=[], embedding_method="", groups=[],
     )
 
 
@@ -205,6 +208,16 @@ class KernelClusters(Analysis):
 
     def applies(self, ctx: BuildContext) -> str | None:
         return spatial_kernels_reason(ctx)
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: KernelClustersSettings) -> Cost:
+        weights = [w for _, w in conv_layer_weights(ctx.model.module, [layer.name for layer in ctx.layers])]
+        clustered = [w for w in weights if w.shape[2] * w.shape[3] > 1 and len(w) >= _MIN_UNITS]
+        # Ward and the affinity matrix grow with units² × weights per unit; UMAP adds about a constant
+        tasks = affine_estimate(probe, "kernel clusters", clustered, lambda w: len(w) ** 2 * w[0].size,
+                                lambda w: cluster_kernels("probe", w, settings, ctx.config.seed))
+        tasks += tasks[:1]  # the random-init control of the first layer
+        units = sum(len(w) for w in clustered)
+        return Cost(f"{len(clustered)} layers, {units:,} units", side_by_side(tasks, ctx.executor.workers))
 
     def finish(self, ctx: BuildContext, consumer: None) -> KernelClustersResult:
         names = [layer.name for layer in ctx.layers]
@@ -244,6 +257,19 @@ def views_with_control(entries: list, control: Any, make: Callable[..., Any], ki
 def _layer_clusters(ctx: BuildContext, job: tuple[str, np.ndarray]) -> LayerKernelClusters:
     name, weight = job
     return cluster_kernels(name, weight, ctx.config.analyses.kernel_clusters, ctx.config.seed)
+
+
+def affine_estimate(
+    probe: Probe, key: str, items: list, size: Callable[[Any], float], run: Callable[[Any], Any]
+) -> list[float]:
+    """Per item, its time on a line through two real timings: the largest item and the smallest."""
+    if not items:
+        return []
+    large, small = max(items, key=size), min(items, key=size)
+    t_large = probe.cpu_seconds((key, "large"), lambda: run(large))
+    t_small = probe.cpu_seconds((key, "small"), lambda: run(small)) if size(small) < size(large) else t_large
+    slope = (t_large - t_small) / (size(large) - size(small)) if size(large) > size(small) else 0.0
+    return [max(0.0, t_small + slope * (size(item) - size(small))) for item in items]
 
 
 def spatial_kernels_reason(ctx: BuildContext) -> str | None:

@@ -1,4 +1,8 @@
-"""Model card numbers (METHODS §0): accuracy, per-class accuracy, confusion, top-5 samples."""
+"""Model card numbers (METHODS §0): accuracy, per-class accuracy, confusion, top-5 samples.
+
+Predictions are over all of the model's outputs: when the data covers only some of its classes
+(dossier.classes), a prediction of any other output is a mistake, counted in the confusion
+matrix's last column and listed by output."""
 
 from __future__ import annotations
 
@@ -10,11 +14,23 @@ from pydantic import Field
 
 from dossier.analyses.base import Analysis, BuildContext, register
 from dossier.capture import Batch
-from dossier.report.kit import CrossPage, Picture, SearchEntry, SectionView, ViewKit
+from dossier.classes import ClassMap
+from dossier.report.kit import CheckResult, CrossPage, Picture, SearchEntry, SectionView, ViewKit, judged
 from dossier.results import NOT_EXPORTED
 from dossier.sampling import round_robin
-from dossier.settings import SectionSettings
+from dossier.settings import SectionSettings, StrictModel
 from dossier.thumbnails import thumbnails
+
+
+OTHER_OUTPUTS = "other outputs"  # the confusion column of predictions that are none of the data's classes
+
+
+class ModelCardChecks(StrictModel):
+    min_top1: float = Field(0.5, ge=0, le=1, description="top-1 accuracy below this fails (up to 5 points above it: a warning)")
+    min_class_accuracy: float = Field(0.25, ge=0, le=1, description="a class whose top-1 accuracy is below this fails")
+
+
+NEAR_CHANCE = 1.5  # top-1 at most this many times chance: the model is guessing on this data
 
 
 class ModelCardSettings(SectionSettings):
@@ -26,25 +42,53 @@ class SamplePrediction:
     index: int
     name: str
     label: int
-    top_classes: list[int]
+    top_outputs: list[int]  # the model's outputs, most probable first
+    top_names: list[str]  # each as a class, or "other: <output name>"
     top_probabilities: list[float]
     thumbnail: np.ndarray = field(metadata=NOT_EXPORTED)
 
 
 @dataclass(frozen=True)
+class ClassOutput:
+    """One class of the data and the model output it was mapped to."""
+
+    folder: str
+    output: int
+    output_name: str
+
+
+@dataclass(frozen=True)
+class OutsidePrediction:
+    """An output that is none of the data's classes, and how many images it was the top-1 of."""
+
+    output: int
+    name: str
+    images: int
+
+
+@dataclass(frozen=True)
 class ModelCardResult:
     images: int
-    top1: float
+    top1: float  # over all of the model's outputs
     top5: float
     per_class_accuracy: list[float | None]  # None for a class with no images
     per_class_images: list[int]
-    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    confusion: list[list[int]]  # rows: true class; columns: predicted class, then every other output
     samples: list[SamplePrediction]
     skipped_images: dict[str, str]  # unreadable file -> why
+    outputs: int  # the model's output count
+    mapping_source: str  # how the classes were mapped to outputs
+    mapping: list[ClassOutput]  # per class, in label order
+    outside: list[OutsidePrediction]  # top-1 predictions of other outputs, most frequent first
+
+    @property
+    def mapped(self) -> bool:
+        """The classes are not simply the model's outputs in order: the card says how they map."""
+        return len(self.mapping) != self.outputs or any(m.output != k for k, m in enumerate(self.mapping))
 
     @property
     def top_confusions(self) -> list[tuple[int, int, int]]:
-        """(true, predicted, count) of the most frequent mistakes."""
+        """(true, predicted, count) of the most frequent mistakes; predicted K is another output."""
         pairs = [
             (t, p, n)
             for t, row in enumerate(self.confusion)
@@ -55,19 +99,24 @@ class ModelCardResult:
 
 
 class _Accuracy:
-    def __init__(self, classes: int, sample_indices: set[int]) -> None:
-        self.confusion = np.zeros((classes, classes), dtype=np.int64)
+    def __init__(self, classes: ClassMap, sample_indices: set[int]) -> None:
+        self.classes = classes
+        count = len(classes.class_names)
+        self.confusion = np.zeros((count, count + 1), dtype=np.int64)  # the last column: other outputs
+        self.outside = np.zeros(classes.outputs, dtype=np.int64)  # top-1 counts of the other outputs
         self.top5_hits = 0
         self.sample_indices = sample_indices
         self.sample_top: dict[int, tuple[list[int], list[float]]] = {}
 
     def update(self, batch: Batch) -> None:
         logits = batch.logits.float()
-        labels = batch.labels
+        labels = batch.labels.cpu().numpy()
         k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        np.add.at(self.confusion, (labels.cpu().numpy(), top[:, 0].cpu().numpy()), 1)
-        self.top5_hits += int((top == labels[:, None]).any(dim=1).sum())
+        top = logits.topk(k, dim=1).indices.cpu().numpy()
+        predicted = self.classes.labels_of(top[:, 0])
+        np.add.at(self.confusion, (labels, predicted), 1)
+        np.add.at(self.outside, top[predicted == len(self.classes.class_names), 0], 1)
+        self.top5_hits += int((top == self.classes.true_outputs(labels)[:, None]).any(axis=1).sum())
         probabilities = torch.softmax(logits, dim=1)
         for row, index in enumerate(batch.indices.tolist()):
             if index in self.sample_indices:
@@ -76,6 +125,7 @@ class _Accuracy:
 
     def merge(self, other: "_Accuracy") -> None:
         self.confusion += other.confusion
+        self.outside += other.outside
         self.top5_hits += other.top5_hits
         self.sample_top.update(other.sample_top)
 
@@ -87,14 +137,16 @@ class ModelCard(Analysis):
     order = 0
     result_type = ModelCardResult
     settings_type = ModelCardSettings
+    check_settings = ModelCardChecks
     page = CrossPage("model.html", "Model card")
 
     def consumer(self, ctx: BuildContext) -> _Accuracy:
         count = self.settings(ctx.config).sample_images
         chosen = set(round_robin(ctx.dataset.labels, count).tolist())
-        return _Accuracy(len(ctx.dataset.class_names), chosen)
+        return _Accuracy(ctx.dataset.classes, chosen)
 
     def finish(self, ctx: BuildContext, consumer: _Accuracy) -> ModelCardResult:
+        classes = ctx.dataset.classes
         confusion = consumer.confusion
         seen = int(confusion.sum())
         per_class_images = confusion.sum(axis=1)
@@ -108,12 +160,14 @@ class ModelCard(Analysis):
                 index=i,
                 name=ctx.dataset.names[i],
                 label=int(ctx.dataset.labels[i]),
-                top_classes=consumer.sample_top[i][0],
+                top_outputs=consumer.sample_top[i][0],
+                top_names=[classes.prediction_name(output) for output in consumer.sample_top[i][0]],
                 top_probabilities=consumer.sample_top[i][1],
                 thumbnail=picture,
             )
             for i, picture in zip(kept, pictures)
         ]
+        outside = np.flatnonzero(consumer.outside)
         return ModelCardResult(
             images=seen,
             top1=float(np.trace(confusion) / seen) if seen else 0.0,
@@ -123,10 +177,43 @@ class ModelCard(Analysis):
             confusion=confusion.tolist(),
             samples=samples,
             skipped_images=dict(ctx.dataset.skipped),
+            outputs=classes.outputs,
+            mapping_source=classes.source,
+            mapping=[
+                ClassOutput(folder, output, classes.output_names[output])
+                for folder, output in zip(classes.class_names, classes.class_outputs)
+            ],
+            outside=[
+                OutsidePrediction(int(o), classes.output_names[o], int(consumer.outside[o]))
+                for o in sorted(outside, key=lambda o: (-consumer.outside[o], o))
+            ],
         )
 
+    def checks(self, result: ModelCardResult, thresholds: ModelCardChecks, ctx: BuildContext) -> list[CheckResult]:
+        chance = max(result.per_class_images) / max(1, result.images)
+        guessing = result.top1 <= NEAR_CHANCE * chance
+        top1 = CheckResult(
+            "top-1 accuracy", judged(result.top1 < thresholds.min_top1 or guessing, result.top1 < thresholds.min_top1 + 0.05),
+            f"{result.top1:.1%}", f"≥ {thresholds.min_top1:.0%}",
+            f"at or near chance ({chance:.1%}): are the class folders in the order of the model's outputs?" if guessing else "",
+            "model.html#per-class",
+        )
+        measured = [(c, a) for c, a in enumerate(result.per_class_accuracy) if a is not None]
+        if not measured:
+            return [top1]
+        worst, accuracy = min(measured, key=lambda item: item[1])
+        per_class = CheckResult(
+            "per-class accuracy", judged(accuracy < thresholds.min_class_accuracy, accuracy < thresholds.min_class_accuracy + 0.05),
+            f"{accuracy:.1%}", f"≥ {thresholds.min_class_accuracy:.0%} for every class",
+            f"lowest: class {ctx.dataset.class_names[worst]}", "model.html#per-class",
+        )
+        return [top1, per_class]
+
     def view(self, result: ModelCardResult, kit: ViewKit) -> SectionView:
-        return SectionView(overview=ModelCardView(result, _sample_views(result, kit)))
+        predicted = [*kit.class_names, OTHER_OUTPUTS]
+        columns = predicted if len(result.mapping) < result.outputs else kit.class_names
+        confusions = [(kit.class_name(t), predicted[p], n) for t, p, n in result.top_confusions]
+        return SectionView(overview=ModelCardView(result, _sample_views(result, kit), columns, confusions))
 
     def search_entries(self, view: SectionView, kit: ViewKit) -> list[SearchEntry]:
         return [
@@ -146,6 +233,8 @@ class SampleView:
 class ModelCardView:
     result: ModelCardResult
     samples: list[SampleView]
+    columns: list[str]  # the confusion matrix's predicted columns: "other outputs" only when the model has more
+    confusions: list[tuple[str, str, int]]  # the most frequent mistakes: true, predicted, images
 
 
 def _sample_views(card: ModelCardResult, kit: ViewKit) -> list[SampleView]:
@@ -154,8 +243,9 @@ def _sample_views(card: ModelCardResult, kit: ViewKit) -> list[SampleView]:
             picture=Picture(kit.pictures.sprite(sample.thumbnail, "samples"), sample.name),
             true_class=kit.class_name(sample.label),
             predictions=[
-                (kit.class_name(c), p, c == sample.label) for c, p in zip(sample.top_classes, sample.top_probabilities)
+                (name, p, output == card.mapping[sample.label].output)
+                for output, name, p in zip(sample.top_outputs, sample.top_names, sample.top_probabilities)
             ],
         )
-        for number, sample in enumerate(card.samples)
+        for sample in card.samples
     ]

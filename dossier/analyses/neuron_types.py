@@ -23,14 +23,19 @@ from torch import nn
 from dossier.analyses.base import NO_CONV_LAYERS, Analysis, BuildContext, register
 from dossier.capture import Batch
 from dossier.layers import LayerInfo, is_conv2d
-from dossier.report.kit import Column, CrossPage, SectionView, UnitLabel, ViewKit
+from dossier.report.kit import CheckResult, Column, CrossPage, SectionView, UnitLabel, ViewKit, judged
 from dossier.report.pictures import type_share_chart
 from dossier.results import ByLayer
-from dossier.settings import SectionSettings
-from dossier.weights import conv_weight
+from dossier.settings import SectionSettings, StrictModel
+from dossier.plan import Cost, Probe
+from dossier.weights import conv_layer_weights, conv_weight
 
 SIDES = ("top", "bottom", "left", "right")
 PAGE = CrossPage("neuron-types.html", "Neuron types by depth")
+
+
+class NeuronTypesChecks(StrictModel):
+    max_dead_share: float = Field(0.5, ge=0, le=1, description="a layer with more dead units than this share fails")
 
 
 class NeuronTypesSettings(SectionSettings):
@@ -80,6 +85,12 @@ class NeuronTypesResult(ByLayer):
     activation_ratio: float
     selectivity_threshold: float
     layers: list[LayerTypes]
+
+    def most_selective(self, layer: str) -> list[int]:
+        """The layer's units by class selectivity, highest first (dead units have none)."""
+        entry = self.for_layer(layer)
+        rows = [r for r in entry.rows if r.selectivity is not None] if entry else []
+        return [r.unit for r in sorted(rows, key=lambda r: -r.selectivity)]
 
 
 def ks_spreads(weight: np.ndarray) -> tuple[float, float] | None:
@@ -187,6 +198,7 @@ class NeuronTypes(Analysis):
     order = 10
     result_type = NeuronTypesResult
     settings_type = NeuronTypesSettings
+    check_settings = NeuronTypesChecks
     page = PAGE
     unit_anchor_rank = 1
 
@@ -199,6 +211,18 @@ class NeuronTypes(Analysis):
         if not convs or not ctx.hookable:
             return None
         return _UnitStatistics(convs, ctx.conv_norms, len(ctx.dataset.class_names))
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: NeuronTypesSettings) -> Cost | None:
+        weights = [w for _, w in conv_layer_weights(ctx.model.module, [layer.name for layer in ctx.layers])]
+        spatial = [w for w in weights if w.shape[2] >= 3 and w.shape[3] >= 3]
+        if not spatial:
+            return None
+        widest = max(spatial, key=lambda w: w[0].size)
+        units = widest[:8]
+        per_unit = probe.seconds(("ks", widest.shape), lambda: [ks_spreads(unit) for unit in units]) / len(units)
+        # a KS test sorts its samples: about linear in a unit's weights
+        seconds = sum(len(w) * per_unit * w[0].size / widest[0].size for w in spatial)
+        return Cost(f"{sum(len(w) for w in spatial):,} units × 6 Kolmogorov–Smirnov spreads", seconds)
 
     def finish(self, ctx: BuildContext, consumer: _UnitStatistics | None) -> NeuronTypesResult:
         settings = self.settings(ctx.config)
@@ -248,6 +272,18 @@ class NeuronTypes(Analysis):
         selectivity, top = selectivity_index(class_means) if not dead else (None, None)
         return UnitType(u, dead, column, row, border_w, ratio, side, border_a, selectivity, top)
 
+    def checks(self, result: NeuronTypesResult, thresholds: NeuronTypesChecks, ctx: BuildContext) -> list[CheckResult]:
+        measured = [layer for layer in result.layers if layer.border_activations is not None and layer.units]
+        if not measured:
+            return []
+        worst = max(measured, key=lambda layer: layer.dead / layer.units)
+        share, limit = worst.dead / worst.units, thresholds.max_dead_share
+        file = next((f"layer-{info.slug}.html" for info in ctx.layers if info.name == worst.layer), "neuron-types.html")
+        return [CheckResult(
+            "dead units", judged(share > limit, share > limit / 2), f"{share:.0%}", f"≤ {limit:.0%} in every layer",
+            f"highest: {worst.layer} ({worst.dead} of {worst.units})", f"{file}#neuron-types",
+        )]
+
     def unit_labels(self, result: NeuronTypesResult, kit: ViewKit) -> list[UnitLabel]:
         labels = []
         for layer in result.layers:
@@ -268,10 +304,7 @@ class NeuronTypes(Analysis):
 
     def unit_rankings(self, result: NeuronTypesResult) -> dict[str, list[int]]:
         """Most class-selective first."""
-        return {
-            layer.layer: [r.unit for r in sorted((r for r in layer.rows if r.selectivity is not None), key=lambda r: -r.selectivity)]
-            for layer in result.layers
-        }
+        return {layer.layer: result.most_selective(layer.layer) for layer in result.layers}
 
     def view(self, result: NeuronTypesResult, kit: ViewKit) -> SectionView:
         layers = {entry.layer: TypesView(entry, result) for entry in result.layers}

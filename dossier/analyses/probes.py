@@ -20,7 +20,8 @@ from sklearn.svm import LinearSVC
 
 from dossier.analyses.base import Analysis, BuildContext, register
 from dossier.analyses.commute import ACTIVATION_SPACE
-from dossier.analyses.purity import INPUT_LAYER, FeatureCollector
+from dossier.analyses.purity import INPUT_LAYER, FeatureCollector, balanced_count, code_sizes
+from dossier.plan import Cost, Probe, Reduction, random_codes, side_by_side
 from dossier.report.kit import Column, SectionView, ViewKit
 from dossier.report.pictures import lines_by_depth
 from dossier.results import ByLayer
@@ -89,11 +90,28 @@ class Probes(Analysis):
     result_type = ProbesResult
     settings_type = ProbesSettings
     page = ACTIVATION_SPACE
+    reductions = (
+        Reduction("sample", (1000, 500), "probes read a smaller class-balanced sample", rank=3),
+        Reduction("trees", (20,), "a smaller random forest", rank=3),
+    )
 
     def consumer(self, ctx: BuildContext) -> FeatureCollector:
         settings = self.settings(ctx.config)
         keep = balanced_sample(ctx.dataset.labels, settings.sample, ctx.config.seed)
         return FeatureCollector([layer.name for layer in ctx.recorded_layers], settings.max_features, keep)
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: ProbesSettings) -> Cost:
+        images = balanced_count(ctx.dataset.labels, settings.sample)
+        classes = len(ctx.dataset.class_names)
+        sizes = code_sizes(ctx, settings.max_features)
+        folds = max(2, min(settings.folds, images // max(1, classes)))
+        codes, labels = random_codes(images, max(sizes), classes, ctx.config.seed)
+        widest = probe.cpu_seconds(("probes", images, max(sizes), settings.trees, folds), lambda: probe_layer(
+            "probe", codes, labels, folds, settings.max_dim, settings.trees, ctx.config.seed
+        ))
+        tasks = [widest * min(1.0, max(size, 16) / min(max(sizes), settings.max_dim)) for size in sizes]
+        work = f"{len(sizes)} layers × 3 probes × {folds} folds on {images:,} images"
+        return Cost(work, side_by_side(tasks, ctx.executor.workers), shrink="analyses.probes.sample, .trees")
 
     def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> ProbesResult:
         settings = self.settings(ctx.config)
@@ -114,9 +132,10 @@ class Probes(Analysis):
         chart = None
         if result.layers:
             series = {probe: [e.accuracy[probe] for e in result.layers] for probe in PROBES}
+            intervals = {probe: [1.96 * e.spread[probe] / result.folds**0.5 for e in result.layers] for probe in PROBES}
             figure = lines_by_depth(
                 [e.layer for e in result.layers], series, result.chance, "cross-validated accuracy",
-                "layer ('input' = raw pixels)",
+                "layer ('input' = raw pixels)", errors=intervals,
             )
             chart = kit.pictures.chart(figure, "probes-by-depth")
         return SectionView(layers=layers, overview=ProbesOverview(result, chart))

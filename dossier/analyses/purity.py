@@ -18,6 +18,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from dossier.analyses.base import Analysis, BuildContext, register
+from dossier.plan import Cost, Probe, Reduction, random_codes, side_by_side
 from dossier.capture import Batch
 from dossier.report.kit import Column, CrossPage, Picture, SearchEntry, SectionView, ViewKit
 from dossier.report.pictures import class_colour, lines_by_depth
@@ -30,6 +31,7 @@ INPUT_LAYER = "input"
 
 
 class PuritySettings(SectionSettings):
+    sample: int = Field(2000, ge=10, description="class-balanced images clustered (memory grows with it, not with the data)")
     max_features: int = Field(2048, gt=0, description="flatten a layer's activations up to this size, else avg-pool")
     n_init: int = Field(4, gt=0, description="k-means restarts")
     representatives: int = Field(6, ge=0, description="images nearest each cluster centre")
@@ -53,6 +55,7 @@ class LayerPurity:
     purity: float
     nmi: float
     ari: float
+    seed_agreement: float  # ARI between the k-means clusters of two seeds: stability
     clusters: list[ClusterSummary]
 
 
@@ -81,12 +84,42 @@ def reduce_activation(x: torch.Tensor, max_features: int) -> tuple[torch.Tensor,
         return x.flatten(1).float(), f"flattened {tuple(x.shape[1:])}"
     channels, height, width = x.shape[1:]
     shape = f"{channels}×{height}×{width}"
-    if channels * height * width <= max_features:
+    grid = pooled_grid(channels, height, width, max_features)
+    if grid is None:
         return x.flatten(1).float(), f"flattened {shape}"
-    side = max(1, math.isqrt(max_features // channels)) if channels <= max_features else 1
-    grid = (min(side, height), min(side, width))
     pooled = F.adaptive_avg_pool2d(x.float(), grid).flatten(1)
     return pooled, f"average-pooled {shape} to {channels}×{grid[0]}×{grid[1]}"
+
+
+def pooled_grid(channels: int, height: int, width: int, max_features: int) -> tuple[int, int] | None:
+    """The spatial grid a feature map is average-pooled to; None when it is flattened as it is."""
+    if channels * height * width <= max_features:
+        return None
+    side = max(1, math.isqrt(max_features // channels)) if channels <= max_features else 1
+    return min(side, height), min(side, width)
+
+
+def code_size(shape: tuple[int, ...] | None, max_features: int) -> int:
+    """How many features reduce_activation makes of one image's activation of this shape."""
+    if not shape:
+        return 0
+    if len(shape) != 3:
+        return int(np.prod(shape))
+    grid = pooled_grid(*shape, max_features)
+    return int(np.prod(shape)) if grid is None else shape[0] * grid[0] * grid[1]
+
+
+def code_sizes(ctx: BuildContext, max_features: int) -> list[int]:
+    """The input's and every recorded layer's code size: what the clustering and probes read."""
+    return [code_size(ctx.config.model.input_size, max_features)] + [
+        code_size(layer.output_shape, max_features) for layer in ctx.recorded_layers
+    ]
+
+
+def balanced_count(labels: np.ndarray, size: int) -> int:
+    """How many images balanced_sample() takes at most `size` of."""
+    classes = np.unique(labels)
+    return len(classes) * min(min(int((labels == c).sum()) for c in classes), max(1, size // len(classes)))
 
 
 class FeatureCollector:
@@ -130,10 +163,25 @@ class Purity(Analysis):
     result_type = PurityResult
     settings_type = PuritySettings
     page = CrossPage("purity.html", "Purity by depth")
+    reductions = (Reduction("sample", (1000, 500), "k-means purity on a smaller class-balanced sample", rank=3),)
 
     def consumer(self, ctx: BuildContext) -> FeatureCollector:
-        names = [layer.name for layer in ctx.recorded_layers]
-        return FeatureCollector(names, self.settings(ctx.config).max_features)
+        settings = self.settings(ctx.config)
+        keep = balanced_sample(ctx.dataset.labels, settings.sample, ctx.config.seed)
+        return FeatureCollector([layer.name for layer in ctx.recorded_layers], settings.max_features, keep)
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: PuritySettings) -> Cost:
+        images = balanced_count(ctx.dataset.labels, settings.sample)
+        classes = len(ctx.dataset.class_names)
+        sizes = code_sizes(ctx, settings.max_features)
+        widest = max(sizes)
+        codes = random_codes(images, widest, classes, ctx.config.seed)[0]
+        kmeans = probe.cpu_seconds(("k-means", images, widest, settings.n_init),
+                                   lambda: kmeans_clusters(codes, classes, settings.n_init, ctx.config.seed))
+        thumbnails = classes * settings.representatives * probe.image_seconds()
+        tasks = [kmeans * size / widest + thumbnails for size in sizes]
+        work = f"{len(sizes)} layers × k-means (k = {classes}) on {images:,} images"
+        return Cost(work, side_by_side(tasks, ctx.executor.workers), images * sum(sizes) * 4 / 2**20)
 
     def finish(self, ctx: BuildContext, consumer: FeatureCollector) -> PurityResult:
         labels_all = np.concatenate(consumer.labels)
@@ -263,6 +311,7 @@ def _layer_purity(ctx: BuildContext, job: tuple) -> LayerPurity:
     settings = ctx.config.analyses.purity
     classes = len(ctx.dataset.class_names)
     assignment, distances = kmeans_clusters(vectors, classes, settings.n_init, ctx.config.seed)
+    again, _ = kmeans_clusters(vectors, classes, settings.n_init, ctx.config.seed + 1)
     return LayerPurity(
         layer=name,
         features=int(vectors.shape[1]),
@@ -270,6 +319,7 @@ def _layer_purity(ctx: BuildContext, job: tuple) -> LayerPurity:
         purity=purity_score(labels, assignment),
         nmi=float(normalized_mutual_info_score(labels, assignment)),
         ari=float(adjusted_rand_score(labels, assignment)),
+        seed_agreement=float(adjusted_rand_score(assignment, again)),
         clusters=summarise_clusters(ctx, assignment, distances, labels, indices, classes, settings.representatives),
     )
 

@@ -13,8 +13,10 @@ activation maps show each layer's strongest channels.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 from dataclasses import dataclass, field
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,10 +35,11 @@ from zennit.types import Convolution
 from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
 from dossier.capture import Batch, ForwardHook, hooks, recording
 from dossier.layers import batchnorm_after
-from dossier.report.kit import CrossPage, SectionView, ViewKit
+from dossier.plan import Cost, Probe
+from dossier.report.kit import CheckResult, CrossPage, SectionView, ViewKit, judged
 from dossier.report.pictures import Sprite, grey_map, overlay, signed_heatmap
 from dossier.results import NOT_EXPORTED
-from dossier.settings import SectionSettings
+from dossier.settings import SectionSettings, StrictModel
 from dossier.thumbnails import thumbnails
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,16 @@ _AS_MODULES = {
 }
 
 
+BORDER_BAND = 0.1  # the outer tenth of each side: 36% of the image
+
+
+class RelevanceChecks(StrictModel):
+    max_border_relevance: float = Field(
+        0.6, gt=0, le=1,
+        description="a class whose images put more of their relevance on the border (outer tenth, 36% of the area) fails",
+    )
+
+
 class RelevanceSettings(SectionSettings):
     per_class: int = Field(1, ge=0, description="most confident correct images explained per class")
     mistakes: int = Field(4, ge=0, description="most confident mistakes explained (predicted and true class)")
@@ -86,13 +99,16 @@ class ActivationMaps:
 class ExplainedImage:
     index: int
     name: str
-    label: int
-    predicted: int
+    label: int  # the data's class
+    predicted: int  # the model output explained: the top-1 over all outputs
+    true_output: int  # the true class's output, explained too for a mistake
+    predicted_name: str  # a class, or "other: <output name>" when the data has no such class
     confidence: float
-    logit: float  # the explained logit (predicted class)
+    logit: float  # the explained logit (predicted output)
     relevance_sum: float  # input relevance, summed
     conservation: float | None  # relevance_sum / logit; None when the logit is 0
     vanished: bool  # see vanished(): no map is shown
+    border_share: float | None  # share of the positive input relevance on the border band (None: none positive)
     true_conservation: float | None  # for a mistake: the same for the true class
     true_vanished: bool | None  # for a mistake: the same for the true class
     filter_relevance: dict[str, list[float]]  # per conv layer: relevance summed over each channel
@@ -105,7 +121,7 @@ class ExplainedImage:
 
     @property
     def correct(self) -> bool:
-        return self.label == self.predicted
+        return self.predicted == self.true_output
 
 
 @dataclass(frozen=True)
@@ -477,13 +493,13 @@ class _Predictions:
         self.confidence += other.confidence
 
 
-def select_images(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, per_class: int, mistakes: int) -> np.ndarray:
+def select_images(labels: np.ndarray, correct: np.ndarray, confidence: np.ndarray, per_class: int, mistakes: int) -> np.ndarray:
     """Rows: the most confident correct images of each class, then the most confident mistakes."""
     chosen = []
     for c in np.unique(labels):
-        right = np.flatnonzero((labels == c) & (predicted == c))
+        right = np.flatnonzero((labels == c) & correct)
         chosen += list(right[np.argsort(-confidence[right], kind="stable")][:per_class])
-    wrong = np.flatnonzero(labels != predicted)
+    wrong = np.flatnonzero(~correct)
     chosen += list(wrong[np.argsort(-confidence[wrong], kind="stable")][:mistakes])
     return np.array(chosen, dtype=np.int64)
 
@@ -495,6 +511,7 @@ class Relevance(Analysis):
     order = 50
     result_type = RelevanceResult
     settings_type = RelevanceSettings
+    check_settings = RelevanceChecks
     page = CrossPage("relevance.html", "Relevance heatmaps")
 
     def applies(self, ctx: BuildContext) -> str | None:
@@ -503,12 +520,35 @@ class Relevance(Analysis):
     def consumer(self, ctx: BuildContext) -> _Predictions:
         return _Predictions()
 
+    def cost(self, ctx: BuildContext, probe: Probe, settings: RelevanceSettings) -> Cost:
+        explained = settings.per_class * len(ctx.dataset.class_names) + settings.mistakes
+        batch = max(1, min(explained, ctx.options.batch_size))
+        convs = [layer.name for layer in ctx.conv_layers]
+        images = torch.randn(batch, *ctx.config.model.input_size, device=ctx.device)
+
+        def explain() -> None:
+            model, _ = explainable(ctx.model.module, images[:1])
+            composite = deep_taylor_composite(
+                model, convs, ctx.config.model.input_size, ctx.config.model.channel_mean,
+                ctx.config.model.channel_std, ctx.device,
+            )
+            with composite.context(model) as modified:
+                relevance_pass(modified, images, torch.zeros(batch, dtype=torch.long, device=ctx.device), convs)
+
+        seconds = probe.seconds(("relevance", batch), explain)
+        # mistakes are explained twice (predicted and true class); Grad-CAM and the activation
+        # maps cost about half a relevance pass more
+        per_image = seconds / batch
+        return Cost(f"{explained} images × {len(convs)} layers", per_image * (1.5 * explained + settings.mistakes),
+                    shrink="analyses.relevance.per_class")
+
     def finish(self, ctx: BuildContext, consumer: _Predictions) -> RelevanceResult:
         settings = self.settings(ctx.config)
         indices = np.concatenate(consumer.indices)
         labels, predicted = np.concatenate(consumer.labels), np.concatenate(consumer.predicted)
         confidence = np.concatenate(consumer.confidence)
-        rows = select_images(labels, predicted, confidence, settings.per_class, settings.mistakes)
+        correct = predicted == ctx.dataset.classes.true_outputs(labels)
+        rows = select_images(labels, correct, confidence, settings.per_class, settings.mistakes)
         convs = [layer.name for layer in ctx.conv_layers]
         images = torch.stack([ctx.dataset[int(indices[r])][0] for r in rows]).to(ctx.device)
         model, graph = explainable(ctx.model.module, images[:1])
@@ -527,6 +567,30 @@ class Relevance(Analysis):
             rankings=[_ranking(layer, explained, settings.top_filters) for layer in convs],
         )
 
+    def checks(self, result: RelevanceResult, thresholds: Any, ctx: BuildContext) -> list[CheckResult]:
+        shown = [image for image in result.images if not image.vanished]
+        off = sum(abs((image.conservation or 0) - 1) > result.tolerance for image in shown)
+        gone = len(result.images) - len(shown)
+        conservation = CheckResult(
+            "relevance conservation", judged(off > 0, gone > 0), f"{off} of {len(shown)} images off",
+            f"|Σ relevance ÷ logit − 1| ≤ {result.tolerance:g}",
+            f"relevance vanished on {gone} image(s)" if gone else "", "relevance.html",
+        )
+        by_class: dict[int, list[float]] = {}
+        for image in shown:
+            if image.correct and image.border_share is not None:
+                by_class.setdefault(image.label, []).append(image.border_share)
+        if not by_class:
+            return [conservation]
+        worst, shares = max(by_class.items(), key=lambda item: float(np.mean(item[1])))
+        share, limit = float(np.mean(shares)), thresholds.max_border_relevance
+        border = CheckResult(
+            "relevance on the image border", judged(share > limit, share > 0.75 * limit), f"{share:.0%}", f"≤ {limit:.0%}",
+            f"class {ctx.dataset.class_names[worst]} ({len(shares)} image(s)): a shortcut warning" if share > 0.75 * limit
+            else f"highest: class {ctx.dataset.class_names[worst]}", "relevance.html",
+        )
+        return [conservation, border]
+
     def unit_rankings(self, result: RelevanceResult) -> dict[str, list[int]]:
         """Most relevant first."""
         return {ranking.layer: ranking.ranking for ranking in result.rankings}
@@ -542,10 +606,12 @@ class Relevance(Analysis):
 
     def _explain(self, ctx, model, composite, images, indices, labels, predicted, confidence, convs, settings):
         batch = ctx.options.batch_size
+        classes = ctx.dataset.classes
+        true_outputs = classes.true_outputs(labels)
         targets = torch.from_numpy(predicted).to(ctx.device)
-        truths = torch.from_numpy(labels).to(ctx.device)
+        truths = torch.from_numpy(true_outputs).to(ctx.device)
         parts: dict[str, list] = {"logit": [], "input": [], "vanished": [], "layers": []}
-        wrong = np.flatnonzero(labels != predicted)
+        wrong = np.flatnonzero(true_outputs != predicted)
         with composite.context(model) as modified:  # registered once for every batch of the build
             for start in range(0, len(images), batch):
                 x = images[start : start + batch]
@@ -554,7 +620,7 @@ class Relevance(Analysis):
                 parts["input"].append(relevance.sum(dim=1))
                 parts["vanished"].append(vanished(relevance, logit, settings.tolerance))
                 parts["layers"].append(layers)
-            # Mistakes only: the relevance for the class the model should have said.
+            # Mistakes only: the relevance for the output of the class the model should have said.
             true_logits, true_relevance = logits_and_relevance_for(modified, images[wrong], truths[wrong])
         true_vanished = vanished(true_relevance, true_logits, settings.tolerance)
         true_of = {int(row): k for k, row in enumerate(wrong)}
@@ -576,11 +642,14 @@ class Relevance(Analysis):
                     name=ctx.dataset.names[int(indices[n])],
                     label=int(labels[n]),
                     predicted=int(predicted[n]),
+                    true_output=int(true_outputs[n]),
+                    predicted_name=classes.prediction_name(int(predicted[n])),
                     confidence=float(confidence[n]),
                     logit=float(logits[n]),
                     relevance_sum=total,
                     conservation=_ratio(total, float(logits[n])),
                     vanished=bool(gone[n]),
+                    border_share=border_share(inputs[n]),
                     true_conservation=_ratio(float(true_inputs[k].sum()), float(true_logits[k])) if k is not None else None,
                     true_vanished=bool(true_vanished[k]) if k is not None else None,
                     filter_relevance={l: layer_maps[l][n].sum(dim=(1, 2)).tolist() for l in convs},
@@ -593,6 +662,19 @@ class Relevance(Analysis):
                 )
             )
         return explained
+
+
+def border_share(heatmap: torch.Tensor) -> float | None:
+    """The share of an H×W map's positive relevance on its border band (BORDER_BAND of each side):
+    relevance on the frame rather than on the object is how a shortcut often shows."""
+    positive = heatmap.clamp(min=0)
+    total = float(positive.sum())
+    if total <= 0:
+        return None
+    height, width = positive.shape
+    rows, cols = max(1, math.ceil(BORDER_BAND * height)), max(1, math.ceil(BORDER_BAND * width))
+    inside = positive[rows : height - rows, cols : width - cols]
+    return (total - float(inside.sum())) / total
 
 
 def _ratio(part: float, whole: float) -> float | None:

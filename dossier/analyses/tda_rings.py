@@ -24,7 +24,8 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from dossier.analyses.base import Analysis, BuildContext, register
-from dossier.analyses.kernel_clusters import ONE_BY_ONE_REASON, spatial_kernels_reason, views_with_control
+from dossier.analyses.kernel_clusters import ONE_BY_ONE_REASON, affine_estimate, spatial_kernels_reason, views_with_control
+from dossier.plan import Cost, Probe, Reduction, side_by_side
 from dossier.report.kit import Column, SectionView, ViewKit
 from dossier.results import NOT_EXPORTED, ByLayer
 from dossier.settings import SectionSettings
@@ -264,9 +265,24 @@ class TdaRings(Analysis):
     order = 40
     result_type = TdaRingsResult
     settings_type = TdaRingsSettings
+    reductions = (Reduction("max_kernels", (2000, 1000), "TDA rings on a smaller deterministic sample of kernels", rank=3),)
 
     def applies(self, ctx: BuildContext) -> str | None:
         return spatial_kernels_reason(ctx)
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: TdaRingsSettings) -> Cost:
+        weights = [w for _, w in conv_layer_weights(ctx.model.module, [layer.name for layer in ctx.layers])]
+        spatial = [w for w in weights if w.shape[2] * w.shape[3] > 1]
+
+        def kernels(w: np.ndarray) -> int:
+            return min(w.shape[0] * w.shape[1], settings.max_kernels)
+
+        # the k-NN density filter grows with kernels²; ripser's fixed subsample adds about a constant
+        tasks = affine_estimate(probe, ("tda rings", settings.max_kernels), spatial, lambda w: kernels(w) ** 2,
+                                lambda w: analyse_rings("probe", w, settings, ctx.config.seed, interactive=True))
+        tasks += tasks[:1]  # the random-init control of the first layer
+        work = f"{len(spatial)} layers, {sum(kernels(w) for w in spatial):,} kernels"
+        return Cost(work, side_by_side(tasks, ctx.executor.workers), shrink="analyses.tda_rings.max_kernels")
 
     def finish(self, ctx: BuildContext, consumer: None) -> TdaRingsResult:
         names = [layer.name for layer in ctx.layers]

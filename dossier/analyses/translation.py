@@ -2,7 +2,7 @@
 
 Images are shifted circularly by 0…s pixels along x and along y (what leaves one side re-enters on
 the other, so a perfectly shift-invariant model gives flat curves). For each shift: the mean
-probability of the true class, the accuracy, and per layer the mean cosine distance of the code
+probability of the true class's output, the accuracy over all outputs, and per layer the mean cosine distance of the code
 vectors to those of the unshifted images."""
 
 from __future__ import annotations
@@ -17,14 +17,21 @@ from pydantic import Field
 
 from dossier.analyses.base import HOOKS_UNSUPPORTED, Analysis, BuildContext, register
 from dossier.analyses.commute import ACTIVATION_SPACE
-from dossier.analyses.purity import reduce_activation
+from dossier.analyses.purity import balanced_count, reduce_activation
+from dossier.plan import Cost, Probe, Reduction
 from dossier.capture import recording
-from dossier.report.kit import SectionView, ViewKit
+from dossier.report.kit import CheckResult, SectionView, ViewKit, judged
 from dossier.sampling import balanced_sample
-from dossier.settings import SectionSettings
+from dossier.settings import SectionSettings, StrictModel
 
 # Codes longer than this are average-pooled before the cosine distance: memory stays bounded.
 _CODE_FEATURES = 4096
+
+
+class TranslationChecks(StrictModel):
+    max_shift_accuracy_drop: float = Field(
+        0.2, ge=0, le=1, description="accuracy falling by more than this under the translation test fails"
+    )
 
 
 class TranslationSettings(SectionSettings):
@@ -52,7 +59,9 @@ def shifted(images: torch.Tensor, axis: str, pixels: int) -> torch.Tensor:
     return torch.roll(images, shifts=pixels, dims=3 if axis == "x" else 2)
 
 
-def measure(model, images: torch.Tensor, labels: torch.Tensor, layers: list[str], max_shift: int, batch: int) -> list[ShiftCurve]:
+def measure(model, images: torch.Tensor, truths: torch.Tensor, layers: list[str], max_shift: int, batch: int) -> list[ShiftCurve]:
+    """Per axis and shift: P(true output), accuracy and each layer's code distance; `truths` are the
+    model outputs of the images' classes."""
     def codes_and_probabilities(x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         codes: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
         probabilities = []
@@ -69,8 +78,8 @@ def measure(model, images: torch.Tensor, labels: torch.Tensor, layers: list[str]
         truth, accuracy, distance = [], [], {name: [] for name in layers}
         for pixels in range(max_shift + 1):
             codes, probabilities = codes_and_probabilities(shifted(images, axis, pixels))
-            truth.append(float(probabilities.gather(1, labels[:, None]).mean()))
-            accuracy.append(float((probabilities.argmax(1) == labels).float().mean()))
+            truth.append(float(probabilities.gather(1, truths[:, None]).mean()))
+            accuracy.append(float((probabilities.argmax(1) == truths).float().mean()))
             for name in layers:
                 similarity = F.cosine_similarity(codes[name], reference[name], dim=1, eps=1e-12)
                 distance[name].append(max(0.0, float((1 - similarity).mean())))  # rounding gives -0.0
@@ -85,10 +94,18 @@ class Translation(Analysis):
     order = 90
     result_type = TranslationResult
     settings_type = TranslationSettings
+    check_settings = TranslationChecks
     page = ACTIVATION_SPACE
+    reductions = (Reduction("images", (100, 50), "translation sensitivity on fewer images", rank=3),)
 
     def applies(self, ctx: BuildContext) -> str | None:
         return None if ctx.hookable else HOOKS_UNSUPPORTED
+
+    def cost(self, ctx: BuildContext, probe: Probe, settings: TranslationSettings) -> Cost:
+        images = balanced_count(ctx.dataset.labels, settings.images)
+        passes = 1 + 2 * (_max_shift(ctx, settings) + 1)  # the originals, then every shift along x and y
+        seconds = passes * images * (probe.forward_per_image() + probe.image_seconds() / passes)
+        return Cost(f"{passes} shifted passes over {images:,} images", seconds, shrink="analyses.translation.images")
 
     def finish(self, ctx: BuildContext, consumer: None) -> TranslationResult:
         settings = self.settings(ctx.config)
@@ -96,10 +113,11 @@ class Translation(Analysis):
         items = [ctx.dataset[int(i)] for i in chosen]
         items = [item for item in items if item is not None]
         images = torch.stack([item[0] for item in items]).to(ctx.device)
-        labels = torch.tensor([item[1] for item in items], device=ctx.device)
-        max_shift = settings.max_shift or max(1, min(ctx.config.model.input_size[1:]) // 8)
+        labels = np.array([item[1] for item in items], dtype=np.int64)
+        truths = torch.from_numpy(ctx.dataset.classes.true_outputs(labels)).to(ctx.device)
+        max_shift = _max_shift(ctx, settings)
         layers = [layer.name for layer in ctx.recorded_layers]
-        curves = measure(ctx.model.module, images, labels, layers, max_shift, ctx.options.batch_size)
+        curves = measure(ctx.model.module, images, truths, layers, max_shift, ctx.options.batch_size)
         return TranslationResult(images=len(items), max_shift=max_shift, curves=curves)
 
     def view(self, result: TranslationResult, kit: ViewKit) -> SectionView:
@@ -115,6 +133,16 @@ class Translation(Analysis):
         heatmap = kit.pictures.chart(translation_heatmap(layers, columns, values), "translation-heatmap")
         return SectionView(overview=TranslationOverview(result, curves, heatmap))
 
+    def checks(self, result: TranslationResult, thresholds: TranslationChecks, ctx: BuildContext) -> list[CheckResult]:
+        if not result.curves:
+            return []
+        worst = max(result.curves, key=lambda curve: curve.accuracy[0] - min(curve.accuracy))
+        drop, limit = worst.accuracy[0] - min(worst.accuracy), thresholds.max_shift_accuracy_drop
+        return [CheckResult(
+            "accuracy under shifts", judged(drop > limit, drop > limit / 2), f"−{100 * drop:.1f} points",
+            f"≤ {100 * limit:.0f} points", f"along {worst.axis}, up to {result.max_shift} px", "activation-space.html#translation",
+        )]
+
     def finding(self, result: TranslationResult) -> str | None:
         if not result.curves:
             return None
@@ -123,6 +151,10 @@ class Translation(Analysis):
             f"Shifting the images by {result.max_shift} px along {worst.axis} changes accuracy from "
             f"{worst.accuracy[0]:.1%} to {worst.accuracy[-1]:.1%}."
         )
+
+
+def _max_shift(ctx: BuildContext, settings: TranslationSettings) -> int:
+    return settings.max_shift or max(1, min(ctx.config.model.input_size[1:]) // 8)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dossier.compare.changes import BROKEN, FIXED, AccuracyChanges, LayerChange,
 from dossier.compare.heatmaps import HeatmapChanges, chosen_rows, compare_heatmaps
 from dossier.compare.matching import UnitPair, Unpartnered, correlation, linear_cka, match_units
 from dossier.compare.stream import Streamed, layer_pairs, stream, unit_layers
+from dossier.plan import Applied, Plan
 from dossier.provenance import Stopwatch
 
 
@@ -26,6 +27,7 @@ class Side:
     failures: dict[str, str]
     not_applicable: dict[str, str]
     cached: list[str]
+    plan: Plan | None  # the time budget's plan, when its results were (re)computed under one
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class ModelSummary:
     cached_analyses: list[str]  # read from the result cache rather than computed
     failures: dict[str, str]
     not_applicable: dict[str, str]
+    reductions: list[Applied]  # what its time budget reduced: its numbers are those of the reduced settings
     finding: str | None  # its dossier's finding paragraph
 
 
@@ -163,6 +166,7 @@ def _summary(side: Side) -> ModelSummary:
         cached_analyses=side.cached,
         failures=side.failures,
         not_applicable=side.not_applicable,
+        reductions=list(side.plan.reductions) if side.plan is not None else [],
         finding=finding(side.results),
     )
 

@@ -60,7 +60,7 @@ class MovedView:
 
 @dataclass(frozen=True)
 class UnitPictures:
-    max_image: Sprite
+    max_image: Sprite | None  # None: the unit was not optimised (its dossier's budget left it out)
     top: list[Sprite]
 
 
@@ -98,6 +98,7 @@ class ComparisonReport:
     pages: list[CrossPage] = field(default_factory=lambda: list(PAGES.values()))
     unit_owner: dict[str, str] = field(default_factory=dict)  # no unit cards: search lists none
     untrained: bool = False  # a comparison states it per model instead of a banner
+    plan: None = None  # no budget of its own: each model's reductions are listed with the models
     kinds: tuple[str, str, str] = (FIXED, BROKEN, CHANGED)  # how a prediction changed
     pdf_table: int = PDF_TABLE
     metrics: dict[str, tuple[str, Any]] = field(default_factory=lambda: METRICS)
@@ -226,7 +227,7 @@ def _unit_pictures(gallery: Any, card: Any, pictures: PictureWriter, group: str)
         return None
     # Both models' galleries hold the same thumbnail of a data-set image: packed once per page.
     top = [pictures.sprite(gallery.pictures[i], group, key=i) for i in card.top[:EXEMPLARS] if i in gallery.pictures]
-    return UnitPictures(pictures.sprite(card.max_image, group), top)
+    return UnitPictures(pictures.sprite(card.max_image, group) if card.optimised else None, top)
 
 
 def _moved_view(moved: MovedHeatmap, pictures: PictureWriter) -> MovedView:

@@ -21,7 +21,9 @@ from dossier.config import Config
 from dossier.data import load_dataset
 from dossier.distributed import LocalExecutor
 from dossier.errors import DossierError
-from dossier.provenance import Stopwatch
+from dossier.manifest import file_sha256, write_manifest
+from dossier.plan import parse_budget
+from dossier.provenance import Stopwatch, package_versions
 from dossier.report.render import write_export
 from dossier.results import to_export
 
@@ -73,6 +75,7 @@ def compare(
             with watch.stage("render PDF"):
                 write_comparison_pdf(report, staging)
         write_export(export_document(comparison, stamp, watch), staging, OUTPUT_MARKER)
+        write_manifest(staging, manifest_inputs(config_a, config_b, comparison), {"dossier": __version__, **package_versions()})
         _replace(out_dir, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -98,34 +101,56 @@ def check_replaceable(out_dir: Path) -> None:
 
 def check_compatible(config_a: Config, config_b: Config) -> None:
     """Both models must see the same images the same size, with the same classes: A's data is
-    used for both, and B's cached results must describe the same data."""
+    used for both, and B's cached results must describe the same data. The error names both
+    config files."""
+    a, b = config_a.path.name, config_b.path.name
+    if a == b and config_a.path != config_b.path:
+        a, b = str(config_a.path), str(config_b.path)
     size_a, size_b = list(config_a.model.input_size), list(config_b.model.input_size)
     if size_a != size_b:
-        raise DossierError(f"compare: the models take different input sizes (A {size_a}, B {size_b}); compare models of one input size")
+        raise DossierError(f"compare {a} {b}: the models take different input sizes ({a}: {size_a}, {b}: {size_b})")
     data_a, data_b = load_dataset(config_a), load_dataset(config_b)
     if data_a.class_names != data_b.class_names:
-        raise DossierError(
-            f"compare: the class lists differ (A: {', '.join(data_a.class_names)}; B: {', '.join(data_b.class_names)})"
-        )
+        raise DossierError(f"compare {a} {b}: the class lists differ ({_first_difference(data_a.class_names, data_b.class_names, a, b)})")
     if data_a.fingerprint != data_b.fingerprint:
         raise DossierError(
-            f"compare: A and B analyse different data (A {data_a.source}, {len(data_a)} images; B {data_b.source}, "
-            f"{len(data_b)} images); give B the same data section as A"
+            f"compare {a} {b}: the two configs analyse different data ({a}: {data_a.source}, {len(data_a)} images; "
+            f"{b}: {data_b.source}, {len(data_b)} images); give {b} the same data section as {a}"
         )
+
+
+def _first_difference(names_a: list[str], names_b: list[str], a: str, b: str) -> str:
+    """Where two class lists part, short enough for one line even for ImageNet's thousand."""
+    counts = f"{a}: {len(names_a)} classes, {b}: {len(names_b)}"
+    for position, (one, other) in enumerate(zip(names_a, names_b)):
+        if one != other:
+            return f"{counts}; class {position} is {one!r} in {a}, {other!r} in {b}"
+    return counts
 
 
 def _side(label: str, config: Config, device: str | None, watch: Stopwatch) -> Side:
     """A model's context and every result of its dossier, from the cache of its default build
-    folder (so a dossier built before costs nothing here)."""
+    folder (so a dossier built before costs nothing here). Under the config's budget, as its
+    build had: a build whose settings the budget reduced cached its results under those."""
     log.info("model %s: %s", label, config.path.name)
     cache_dir = cache_dir_for(default_out_dir(config.path))
     own = Stopwatch()
     ctx = load_context(config, cache_dir, device or config.device, own, LocalExecutor())
     names = [cls.name for cls in ordered([*ALWAYS_RUN, *REGISTRY])]
-    computed = compute_results(ctx, names, cache_dir, own, strict=False)
+    budget = parse_budget(config.budget, ctx.device)
+    computed = compute_results(ctx, names, cache_dir, own, strict=False, budget=budget)
     for stage, seconds in own.seconds.items():
         watch.seconds[f"{label}: {stage}"] = seconds
-    return Side(ctx, computed.results, computed.failures, computed.not_applicable, computed.cached)
+    return Side(ctx, computed.results, computed.failures, computed.not_applicable, computed.cached, computed.plan)
+
+
+def manifest_inputs(config_a: Config, config_b: Config, comparison: Comparison) -> dict[str, str | None]:
+    """What the comparison was made from, for manifest.json (`dossier verify` checks its files)."""
+    return {
+        "a_config_sha256": file_sha256(config_a.path), "a_weights_sha256": comparison.a.weights_sha256,
+        "b_config_sha256": file_sha256(config_b.path), "b_weights_sha256": comparison.b.weights_sha256,
+        "data_sha256": comparison.data_sha256,
+    }
 
 
 def export_document(comparison: Comparison, generated_at: str, watch: Stopwatch) -> dict:

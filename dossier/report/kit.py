@@ -57,6 +57,24 @@ class Column:
 
 
 @dataclass(frozen=True)
+class CheckResult:
+    """One check that gates a release: pass, warn or fail, with the number behind it."""
+
+    name: str  # what is checked, e.g. "top-1 accuracy"
+    status: str  # "pass", "warn" or "fail"
+    value: str  # what was measured, as shown
+    threshold: str  # what it is held to, e.g. "≥ 50%"
+    detail: str  # what a reader should look at: the worst class, the layer
+    evidence: str  # where the evidence is: a relative link
+
+    STATUSES = ("pass", "warn", "fail")
+
+
+def judged(failing: bool, warning: bool) -> str:
+    return "fail" if failing else ("warn" if warning else "pass")
+
+
+@dataclass(frozen=True)
 class SearchEntry:
     title: str  # what the result list shows
     kind: str  # layer, unit, cluster, class, page
@@ -96,10 +114,15 @@ class ViewKit:
     """Everything a section's views may use: the picture writer, the site's assets, the build's
     settings, class and layer names, and what the other sections say about units."""
 
-    def __init__(self, site_root: Path, config: Any, class_names: list[str], layers: list[LayerInfo]) -> None:
+    def __init__(
+        self, site_root: Path, config: Any, class_names: list[str], layers: list[LayerInfo], unit_pictures: int | None = None
+    ) -> None:
         self.site_root = site_root
         self.pictures = PictureWriter(site_root)
         self.config = config
+        # Pictures for at most this many units per layer (the most important), when the site would
+        # otherwise outgrow its size budget; None: every unit's.
+        self.unit_pictures = unit_pictures
         self.class_names = class_names
         self.layers = layers
         self.labels: dict[tuple[str, int], list[UnitLabel]] = defaultdict(list)

@@ -9,14 +9,17 @@ every section that did not apply or failed.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from dossier.analyses import ordered
 from dossier.analyses.base import Analysis
 from dossier.layers import LayerInfo
-from dossier.provenance import Provenance
+from dossier.plan import Plan
+from dossier.provenance import Provenance, Stopwatch
 from dossier.report.kit import (
+    CheckResult,
     Column,
     CrossPage,
     ExtraPage,
@@ -71,7 +74,11 @@ class Report:
     labels: dict[tuple[str, int], list[UnitLabel]]
     finding: str | None
     unit_owner: dict[str, str] = field(default_factory=dict)  # layer -> section whose card is `#unit-N`
+    plan: Plan | None = None  # the estimate the build was made with, and what the budget reduced
+    checks: list[CheckResult] = field(default_factory=list)
     pdf_name: str | None = "dossier.pdf"
+    size_mb: float = 0.0  # the site as written
+    print_units: int | None = None  # pictures per layer section in the PDF, when its size budget says so
 
     @property
     def untrained(self) -> bool:
@@ -151,6 +158,9 @@ def build_report(
     failures: dict[str, str],
     not_applicable: dict[str, str],
     kit: ViewKit,
+    plan: Plan | None = None,
+    watch: Stopwatch | None = None,
+    checks: list[CheckResult] | None = None,
 ) -> Report:
     """Turn results into page views, writing every picture the pages show."""
     analyses = [cls() for cls in ordered()]
@@ -158,16 +168,21 @@ def build_report(
     for analysis in present:  # first what sections say about units: views may show each other's
         kit.add_labels(analysis.unit_labels(results[analysis.name], kit))
         kit.rankings[analysis.name] = analysis.unit_rankings(results[analysis.name])
+    stage = watch.stage if watch else (lambda _name: contextlib.nullcontext())
     sections, columns, search = [], [], []
     for analysis in analyses:
-        entry = _entry(analysis, results, failures, not_applicable, kit)
+        kit.pictures.section = analysis.name
+        with stage(f"render: {analysis.name} views"):
+            entry = _entry(analysis, results, failures, not_applicable, kit)
         if entry is None:
             continue
         sections.append(entry)
         if entry.view is not None:
             columns += analysis.columns(entry.view, kit)
             search += analysis.search_entries(entry.view, kit)
-    kit.pictures.finish()
+    with stage("render: sprite sheets"):
+        kit.pictures.finish()
+    kit.pictures.section = ""
     pages = [LayerPage(info, depth, layer_filename(info.slug)) for depth, info in enumerate(layers, start=1)]
     for before, after in zip(pages, pages[1:]):
         before.next, after.previous = after, before
@@ -183,6 +198,8 @@ def build_report(
         labels=dict(kit.labels),
         finding=" ".join(s.finding for s in sections if s.finding) or None,
         unit_owner=_unit_owners(analyses, sections),
+        plan=plan,
+        checks=checks or [],
     )
 
 

@@ -32,6 +32,7 @@ class Sheet:
     """One sprite sheet being filled row by row; written by PictureWriter.finish()."""
 
     relative: str
+    section: str  # whose pictures: the bytes are counted by section
     width: int = 0
     height: int = 0
     pictures: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
@@ -73,11 +74,14 @@ class PictureWriter:
         (site_root / "assets" / "img").mkdir(parents=True, exist_ok=True)
         self._sheets: dict[str, list[Sheet]] = {}
         self._packed: dict[tuple[str, object], Sprite] = {}
+        self.section = ""  # the section whose views are being built: its pictures are counted to it
+        self.bytes: dict[str, int] = {}  # section -> bytes of pictures written
 
     def image(self, pixels: np.ndarray, name: str) -> str:
         """A picture as a file of its own (for the site's scripts, which load them one by one)."""
         relative = f"assets/img/{name}.png"
         _as_image(pixels).save(self.site_root / relative, optimize=True)
+        self._count(self.section, relative)
         return relative
 
     def sprite(self, pixels: np.ndarray, group: str, key: object = None) -> Sprite:
@@ -89,7 +93,7 @@ class PictureWriter:
         sheets = self._sheets.setdefault(group, [])
         place = sheets[-1].place(pixels) if sheets else None
         if place is None:
-            sheets.append(Sheet(f"assets/img/{group}{'-' + str(len(sheets) + 1) if sheets else ''}.webp"))
+            sheets.append(Sheet(f"assets/img/{group}{'-' + str(len(sheets) + 1) if sheets else ''}.webp", self.section))
             place = sheets[-1].place(pixels)
         sprite = Sprite(sheets[-1], *place, pixels.shape[1], pixels.shape[0])
         if key is not None:
@@ -100,7 +104,11 @@ class PictureWriter:
         relative = f"assets/img/{name}.png"
         figure.savefig(self.site_root / relative, dpi=CHART_DPI, bbox_inches="tight")
         plt.close(figure)
+        self._count(self.section, relative)
         return relative
+
+    def _count(self, section: str, relative: str) -> None:
+        self.bytes[section] = self.bytes.get(section, 0) + (self.site_root / relative).stat().st_size
 
     def finish(self) -> None:
         """Write every sprite sheet."""
@@ -111,6 +119,7 @@ class PictureWriter:
                     height, width = pixels.shape[:2]
                     canvas[y : y + height, x : x + width] = pixels if pixels.shape[2] == 3 else pixels.repeat(3, axis=2)
                 Image.fromarray(canvas).save(self.site_root / sheet.relative, quality=SHEET_QUALITY, method=4)
+                self._count(sheet.section, sheet.relative)
         self._sheets.clear()
         self._packed.clear()
 
@@ -181,14 +190,18 @@ def _resize_nearest(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def lines_by_depth(
-    layer_names: list[str], series: dict[str, list[float]], chance: float | None, ylabel: str, xlabel: str
+    layer_names: list[str], series: dict[str, list[float]], chance: float | None, ylabel: str, xlabel: str,
+    errors: dict[str, list[float]] | None = None,
 ) -> plt.Figure:
-    """One line per series over the layers in network order, with chance level marked."""
+    """One line per series over the layers in network order, with chance level marked and, for
+    the series given `errors`, an interval of ± that much at each point."""
     width = min(11.0, max(5.5, 0.35 * len(layer_names)))
     figure, axes = plt.subplots(figsize=(width, 3.2))
     depth = np.arange(len(layer_names))
     for (label, values), marker in zip(series.items(), "os^vDP"):
-        axes.plot(depth, values, marker=marker, label=label, markersize=4)
+        line = axes.plot(depth, values, marker=marker, label=label, markersize=4)[0]
+        if errors and label in errors:
+            axes.errorbar(depth, values, yerr=errors[label], fmt="none", ecolor=line.get_color(), capsize=2, linewidth=0.8)
     if chance is not None:
         axes.axhline(chance, color="grey", linewidth=1, linestyle="-.", label="chance")
     _layer_axis(axes, layer_names)
