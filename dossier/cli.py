@@ -172,6 +172,11 @@ def plan(config_file: Path, device: str | None, budget: str | None, only: tuple[
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Overrides both configs' `device`.")
 @click.option("--no-pdf", is_flag=True, help="Skip the PDF; the site and comparison.json are still written.")
 @click.option(
+    "--budget",
+    metavar="DURATION",
+    help="Overrides both configs' `budget` (20m, none) for results not yet cached, as `dossier build --budget` would.",
+)
+@click.option(
     "--threshold",
     type=click.FloatRange(-1.0, 1.0),
     default=0.5,
@@ -193,6 +198,7 @@ def compare(
     out_dir: Path | None,
     device: str | None,
     no_pdf: bool,
+    budget: str | None,
     threshold: float,
     heatmap_images: int,
     verbose: bool,
@@ -208,7 +214,8 @@ def compare(
     target = out_dir or default_compare_dir(config_a, config_b)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir_for(target) / "numba"))
     outcome = run_compare(
-        first, second, target, device=device, pdf=not no_pdf, threshold=threshold, heatmap_images=heatmap_images
+        first, second, target, device=device, pdf=not no_pdf, budget=budget, threshold=threshold,
+        heatmap_images=heatmap_images,
     )
     click.echo(f"site:  {outcome.index}")
     if outcome.pdf:

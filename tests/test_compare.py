@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dossier.compare.matching import Moments, correlation, linear_cka, match_units
+from dossier.manifest import verify
 from tests.conftest import TINY_CONFIG, TINY_FACTORY, make_image_folder, write_config
 from tests.test_site import check_site
 from tests.tiny_models import Tiny
@@ -147,6 +148,10 @@ def test_the_site_and_pdf_look_like_a_dossier(workspace: Path, cli) -> None:
         assert 'href="comparison.json"' in page.read_text() and 'class="sidebar"' in page.read_text()
     assert "every unit has a partner" in (out / "layer-conv2.html").read_text().lower()
     assert len(json.loads((out / "comparison.json").read_text())["heatmaps"]["images"]) == 4
+    checked, problems = verify(out)  # a manifest.json like a dossier's covers every file
+    assert problems == [] and checked == len([p for p in out.rglob("*") if p.is_file()]) - 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["a_weights_sha256"] == manifest["inputs"]["b_weights_sha256"] is not None
 
 
 def test_permuted_channels_are_matched_back(workspace: Path, cli) -> None:

@@ -155,7 +155,7 @@ def _summary(side: Side) -> ModelSummary:
     config, model = side.ctx.config, side.ctx.model
     spec = config.model
     return ModelSummary(
-        config_file=str(config.path),
+        config_file=config.path.name,
         config_text=config.path.read_text(encoding="utf-8"),
         title=config.display_title,
         model_source=f"{spec.source}: {getattr(spec, spec.source)}",

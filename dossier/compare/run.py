@@ -52,16 +52,18 @@ def compare(
     *,
     device: str | None = None,
     pdf: bool = True,
+    budget: str | None = None,
     threshold: float = 0.5,
     heatmap_images: int = 24,
 ) -> CompareOutcome:
-    """Compare model B with model A on A's data and write the comparison into out_dir."""
+    """Compare model B with model A on A's data and write the comparison into out_dir. `budget`
+    (e.g. "20m", "none") overrides both configs'."""
     out_dir = out_dir.resolve()
     check_replaceable(out_dir)
     check_compatible(config_a, config_b)
     watch = Stopwatch()
-    a = _side("A", config_a, device, watch)
-    b = _side("B", config_b, device, watch)
+    a = _side("A", config_a, device, budget, watch)
+    b = _side("B", config_b, device, budget, watch)
     log.info("comparing B with A: one pass through both models")
     comparison = compare_models(a, b, threshold, heatmap_images, watch)
     stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -128,7 +130,7 @@ def _first_difference(names_a: list[str], names_b: list[str], a: str, b: str) ->
     return counts
 
 
-def _side(label: str, config: Config, device: str | None, watch: Stopwatch) -> Side:
+def _side(label: str, config: Config, device: str | None, budget: str | None, watch: Stopwatch) -> Side:
     """A model's context and every result of its dossier, from the cache of its default build
     folder (so a dossier built before costs nothing here). Under the config's budget, as its
     build had: a build whose settings the budget reduced cached its results under those."""
@@ -137,8 +139,8 @@ def _side(label: str, config: Config, device: str | None, watch: Stopwatch) -> S
     own = Stopwatch()
     ctx = load_context(config, cache_dir, device or config.device, own, LocalExecutor())
     names = [cls.name for cls in ordered([*ALWAYS_RUN, *REGISTRY])]
-    budget = parse_budget(config.budget, ctx.device)
-    computed = compute_results(ctx, names, cache_dir, own, strict=False, budget=budget)
+    seconds = parse_budget(budget if budget is not None else config.budget, ctx.device)
+    computed = compute_results(ctx, names, cache_dir, own, strict=False, budget=seconds)
     for stage, seconds in own.seconds.items():
         watch.seconds[f"{label}: {stage}"] = seconds
     return Side(ctx, computed.results, computed.failures, computed.not_applicable, computed.cached, computed.plan)
