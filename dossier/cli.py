@@ -1,4 +1,4 @@
-"""The `dossier` command line: build, layers, init."""
+"""The `dossier` command line: build, compare, layers, init."""
 
 from __future__ import annotations
 
@@ -158,6 +158,70 @@ def plan(config_file: Path, device: str | None, budget: str | None, only: tuple[
         only=list(only) if only else None, pdf=not no_pdf,
     )
     click.echo(estimate.table())
+
+
+@main.command()
+@click.argument("config_a", type=click.Path(path_type=Path))
+@click.argument("config_b", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Output folder. Default: build/compare-<A stem>-<B stem>. Replaced atomically when the comparison succeeds.",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Overrides both configs' `device`.")
+@click.option("--no-pdf", is_flag=True, help="Skip the PDF; the site and comparison.json are still written.")
+@click.option(
+    "--budget",
+    metavar="DURATION",
+    help="Overrides both configs' `budget` (20m, none) for results not yet cached, as `dossier build --budget` would.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Correlation a unit's assigned partner must reach to count as its counterpart.",
+)
+@click.option(
+    "--heatmaps",
+    "heatmap_images",
+    type=click.IntRange(0),
+    default=24,
+    show_default=True,
+    help="Images explained by both models (those whose prediction changed first).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
+def compare(
+    config_a: Path,
+    config_b: Path,
+    out_dir: Path | None,
+    device: str | None,
+    no_pdf: bool,
+    budget: str | None,
+    threshold: float,
+    heatmap_images: int,
+    verbose: bool,
+) -> None:
+    """Compare model B (CONFIG_B) with model A (CONFIG_A) on A's data: accuracy, per-layer numbers,
+    units matched across the models and heatmaps that moved. Builds each dossier's results, or
+    reads them from the cache of its default build folder."""
+    _configure_logging(verbose)
+    from dossier.build import cache_dir_for
+    from dossier.compare.run import compare as run_compare, default_compare_dir
+
+    first, second = load_config(config_a), load_config(config_b)
+    target = out_dir or default_compare_dir(config_a, config_b)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir_for(target) / "numba"))
+    outcome = run_compare(
+        first, second, target, device=device, pdf=not no_pdf, budget=budget, threshold=threshold,
+        heatmap_images=heatmap_images,
+    )
+    click.echo(f"site:  {outcome.index}")
+    if outcome.pdf:
+        click.echo(f"pdf:   {outcome.pdf}")
+    click.echo(f"json:  {outcome.export}")
+    click.echo(f"open:  {outcome.index.as_uri()}")
 
 
 @main.command()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_mode
 
 from dossier.analyses import ordered
 from dossier.errors import ConfigError
+from dossier.sample import CHECKPOINTS, EPOCHS
 from dossier.settings import StrictModel
 
 MODEL_SOURCES = ("torchvision", "export", "torchscript", "factory", "builtin")
@@ -46,8 +47,9 @@ class ModelConfig(StrictModel):
         None, description="FILE.py:FUNCTION or package.module:FUNCTION, returns an nn.Module",
         json_schema_extra=_example("my_models.py:build", True),
     )
-    builtin: Literal["digits-cnn"] | None = Field(
-        None, description="the offline sample model", json_schema_extra=_example("digits-cnn", True)
+    builtin: Literal["digits-cnn", "digits-cnn-early"] | None = Field(
+        None, description=f"the offline sample model; digits-cnn-early: its checkpoint at epoch {CHECKPOINTS['digits-cnn-early']} of {EPOCHS}",
+        json_schema_extra=_example("digits-cnn", True),
     )
     kwargs: dict[str, Any] = Field(
         default_factory=dict, description="passed to the torchvision constructor / factory",

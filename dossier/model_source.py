@@ -22,7 +22,7 @@ from torch.nn.parameter import is_lazy
 from dossier.errors import DossierError, ModelError
 from dossier.exported import load_exported
 from dossier.manifest import file_sha256
-from dossier.sample import DigitsCNN, trained_digits_cnn
+from dossier.sample import CHECKPOINTS, EPOCHS, DigitsCNN, trained_digits_cnn
 
 if TYPE_CHECKING:
     from dossier.config import Config
@@ -79,9 +79,10 @@ def _refuse_non_finite(module: nn.Module, config: Config) -> None:
 
 def _load_model(config: Config, cache_dir: Path) -> LoadedModel:
     spec = config.model
-    if spec.builtin == "digits-cnn" and spec.weights is None:
-        module, path = trained_digits_cnn(config.seed, cache_dir)
-        source = f"trained by dossier on the digits training split (seed {config.seed})"
+    if spec.builtin is not None and spec.weights is None:
+        module, path = trained_digits_cnn(config.seed, cache_dir, spec.builtin)
+        epoch = CHECKPOINTS[spec.builtin]
+        source = f"trained by dossier on the digits training split (seed {config.seed}, epoch {epoch} of {EPOCHS})"
         return LoadedModel(module, source, file_sha256(path), trained=True, scripted=False)
     if spec.export is not None:
         path = config.resolve(spec.export)

@@ -23,12 +23,19 @@ from dossier.manifest import file_sha256
 log = logging.getLogger(__name__)
 
 SAMPLE_VERSION = 1  # bump when the data or the training recipe changes: invalidates the cache
-# The sample model trained with seed 0, shipped so that every machine builds the same sample:
+EPOCHS = 30
+# builtin name -> the epoch of the one training run whose weights it is: digits-cnn-early is the
+# same run stopped early, an earlier checkpoint of digits-cnn to compare it with.
+CHECKPOINTS = {"digits-cnn": EPOCHS, "digits-cnn-early": 18}
+# The checkpoints trained with seed 0, shipped so that every machine builds the same sample:
 # training is deterministic on one machine, not across machines (floating-point order differs).
-# scripts/train_sample.py trains it again and prints the hash of what it trained.
-SHIPPED_WEIGHTS = Path(__file__).parent / "data_files" / "digits-cnn-seed0.pt"
-SHIPPED_SHA256 = "1c55914de6baf826c2529e51ae929986575bfaf0d32e2e22b9730dee261b0424"
+# scripts/train_sample.py trains them again and prints the hash of what it trained.
 SHIPPED_SEED = 0
+SHIPPED_DIR = Path(__file__).parent / "data_files"
+SHIPPED_SHA256 = {
+    "digits-cnn": "1c55914de6baf826c2529e51ae929986575bfaf0d32e2e22b9730dee261b0424",
+    "digits-cnn-early": "82007c7856a1504891379ba3cc17a3b51d82a9b094a0d774b5b1788148e191c5",
+}
 IMAGE_SIZE = 32
 DIGIT_CLASSES = [str(d) for d in range(10)]
 _SPLIT_SEED = 0  # the held-out split is part of the data set, not of a build's seed
@@ -128,8 +135,10 @@ def _to_input(images: np.ndarray) -> torch.Tensor:
     return (x - 0.5) / 0.5
 
 
-def train_digits_cnn(seed: int, epochs: int = 30, batch_size: int = 64) -> DigitsCNN:
-    """Train the sample model on the training split; deterministic given the seed."""
+def train_digits_cnn(seed: int, epochs: int = EPOCHS, batch_size: int = 64, stop_after: int | None = None) -> DigitsCNN:
+    """Train the sample model on the training split; deterministic given the seed. `stop_after`
+    returns the run's checkpoint after that many epochs (the learning-rate schedule still spans
+    `epochs`), so an early checkpoint is exactly what the full run held at that point."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     strokes, labels = digit_strokes("train")
@@ -140,7 +149,7 @@ def train_digits_cnn(seed: int, epochs: int = 30, batch_size: int = 64) -> Digit
     )
     targets = torch.from_numpy(labels)
     model.train()
-    for _ in range(epochs):
+    for _ in range(epochs if stop_after is None else min(stop_after, epochs)):
         # Fresh colours and shifts every epoch: colour must not predict the class.
         images = _to_input(colourise(_shift(strokes, rng), rng))
         order = torch.from_numpy(rng.permutation(len(labels)))
@@ -154,19 +163,28 @@ def train_digits_cnn(seed: int, epochs: int = 30, batch_size: int = 64) -> Digit
     return model.eval()
 
 
-def trained_digits_cnn(seed: int, cache_dir: Path) -> tuple[DigitsCNN, Path]:
-    """The trained sample model: the shipped weights for seed 0, else from the cache when it is
-    there, else trained now; returns it and its weights file."""
+def shipped_weights(name: str) -> Path:
+    """Where the shipped seed-0 weights of checkpoint `name` lie."""
+    return SHIPPED_DIR / f"{name}-seed{SHIPPED_SEED}.pt"
+
+
+def trained_digits_cnn(seed: int, cache_dir: Path, name: str = "digits-cnn") -> tuple[DigitsCNN, Path]:
+    """The trained sample model (or its checkpoint `name`, see CHECKPOINTS): the shipped weights
+    for seed 0, else from the cache when it is there, else trained now; returns it and its
+    weights file."""
     model = DigitsCNN()
-    if seed == SHIPPED_SEED and file_sha256(SHIPPED_WEIGHTS) == SHIPPED_SHA256:
-        model.load_state_dict(torch.load(SHIPPED_WEIGHTS, map_location="cpu", weights_only=True))
-        return model.eval(), SHIPPED_WEIGHTS
-    path = cache_dir / "models" / f"digits-cnn-v{SAMPLE_VERSION}-seed{seed}.pt"
+    shipped = shipped_weights(name)
+    if seed == SHIPPED_SEED and shipped.is_file() and file_sha256(shipped) == SHIPPED_SHA256[name]:
+        model.load_state_dict(torch.load(shipped, map_location="cpu", weights_only=True))
+        return model.eval(), shipped
+    epoch = CHECKPOINTS[name]
+    suffix = "" if epoch == EPOCHS else f"-epoch{epoch}"
+    path = cache_dir / "models" / f"digits-cnn-v{SAMPLE_VERSION}-seed{seed}{suffix}.pt"
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval(), path
-    log.info("training the sample model digits-cnn on the digits training split (seed %d)", seed)
-    model = train_digits_cnn(seed)
+    log.info("training the sample model %s on the digits training split (seed %d, %d epochs)", name, seed, epoch)
+    model = train_digits_cnn(seed, stop_after=epoch)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)

@@ -17,14 +17,23 @@ def test_short_training_is_deterministic() -> None:
         assert torch.equal(a, b), name
 
 
-def _must_not_train(seed: int):
+def test_early_checkpoint_is_the_same_run_stopped_early() -> None:
+    torch.manual_seed(3)  # as train_digits_cnn seeds itself
+    untrained = sample.DigitsCNN().state_dict()
+    early = sample.train_digits_cnn(seed=3, epochs=2, stop_after=0)  # the run before its first step
+    assert all(torch.equal(a, b) for a, b in zip(untrained.values(), early.state_dict().values()))
+
+
+def _must_not_train(seed: int, **_):
     raise AssertionError("trained although the weights were there")
 
 
 def test_trained_model_is_cached(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(sample, "train_digits_cnn", lambda seed: sample.DigitsCNN().eval())
+    monkeypatch.setattr(sample, "train_digits_cnn", lambda seed, **_: sample.DigitsCNN().eval())
     _, path = sample.trained_digits_cnn(5, tmp_path)
     assert path.is_file() and path.is_relative_to(tmp_path)
+    _, early = sample.trained_digits_cnn(5, tmp_path, "digits-cnn-early")
+    assert early.is_file() and early != path
     monkeypatch.setattr(sample, "train_digits_cnn", _must_not_train)
     model, again = sample.trained_digits_cnn(5, tmp_path)
     assert again == path and not model.training
@@ -32,9 +41,11 @@ def test_trained_model_is_cached(tmp_path: Path, monkeypatch) -> None:
 
 def test_seed_zero_uses_the_shipped_weights_on_every_machine(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(sample, "train_digits_cnn", _must_not_train)
-    model, path = sample.trained_digits_cnn(0, tmp_path)
-    assert path == sample.SHIPPED_WEIGHTS and file_sha256(path) == sample.SHIPPED_SHA256
-    assert not model.training and not any(tmp_path.iterdir())
+    for name in sample.CHECKPOINTS:
+        model, path = sample.trained_digits_cnn(0, tmp_path, name)
+        assert path == sample.shipped_weights(name) and file_sha256(path) == sample.SHIPPED_SHA256[name]
+        assert not model.training
+    assert not any(tmp_path.iterdir())
 
 
 def test_sample_dossier(sample_build: Path) -> None:

@@ -12,9 +12,14 @@ from tests.test_build import local_targets
 
 
 def test_every_page_is_valid_html_with_unique_ids(sample_build: Path) -> None:
-    pages = sorted(sample_build.glob("*.html"))
-    assert len(pages) >= 8
-    for page in pages:
+    check_site(sample_build, pages=8)
+
+
+def check_site(root: Path, pages: int) -> None:
+    """At least `pages` pages, each valid HTML with unique ids, whose links and anchors resolve."""
+    found = sorted(root.glob("*.html"))
+    assert len(found) >= pages
+    for page in found:
         text = page.read_text()
         parser = html5lib.HTMLParser(strict=True)
         parser.parse(text)  # raises on any parse error: unclosed or misnested tags, bad attributes
@@ -23,7 +28,7 @@ def test_every_page_is_valid_html_with_unique_ids(sample_build: Path) -> None:
         for target in local_targets(page):
             assert not re.match(r"^(https?:)?//|^/", target), f"{page.name}: {target}"
             path, _, fragment = target.partition("#")
-            resolved = sample_build / path if path else page
+            resolved = root / path if path else page
             assert resolved.exists(), f"{page.name}: broken {target}"
             if fragment and resolved.suffix == ".html":
                 assert f'id="{fragment}"' in resolved.read_text(), f"{page.name}: no anchor {target}"

@@ -380,6 +380,21 @@ def _shape(node: object) -> torch.Size | None:
     return getattr(node.meta["tensor_meta"], "shape", None)
 
 
+def explainable(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, str]:
+    """The model relevance runs through, and what was changed in it: the traced copy of
+    relevance_graph, or the model itself when torch.fx cannot trace it (data-dependent control
+    flow), saying what that costs."""
+    try:
+        traced, rewrites = relevance_graph(model, example)
+    except Exception as exc:  # torch.fx cannot trace every model
+        log.warning("relevance: the model cannot be traced (%s); additions and gates keep autograd's rule", exc)
+        return model, (
+            f"not traceable by torch.fx ({type(exc).__name__}): additions, gates and functional activations "
+            "keep autograd's rule, which need not conserve relevance"
+        )
+    return traced, rewrites.describe()
+
+
 def input_bounds(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """The normalised values of pixel 0 and pixel 1 per channel: the z^B box."""
     m = torch.tensor(mean).view(1, -1, 1, 1)
@@ -515,7 +530,7 @@ class Relevance(Analysis):
         images = torch.randn(batch, *ctx.config.model.input_size, device=ctx.device)
 
         def explain() -> None:
-            model, _ = self._traceable(ctx, images[:1])
+            model, _ = explainable(ctx.model.module, images[:1])
             composite = deep_taylor_composite(
                 model, convs, ctx.config.model.input_size, ctx.config.model.channel_mean,
                 ctx.config.model.channel_std, ctx.device,
@@ -539,7 +554,7 @@ class Relevance(Analysis):
         rows = select_images(labels, correct, confidence, settings.per_class, settings.mistakes)
         convs = [layer.name for layer in ctx.conv_layers]
         images = torch.stack([ctx.dataset[int(indices[r])][0] for r in rows]).to(ctx.device)
-        model, graph = self._traceable(ctx, images[:1])
+        model, graph = explainable(ctx.model.module, images[:1])
         composite = deep_taylor_composite(
             model, convs, ctx.config.model.input_size, ctx.config.model.channel_mean,
             ctx.config.model.channel_std, ctx.device,
@@ -591,17 +606,6 @@ class Relevance(Analysis):
             if kit.slug(ranking.layer) is not None
         }
         return SectionView(layers=layers, overview=RelevanceOverview(result, explained))
-
-    def _traceable(self, ctx: BuildContext, example: torch.Tensor) -> tuple[nn.Module, str]:
-        try:
-            model, rewrites = relevance_graph(ctx.model.module, example)
-        except Exception as exc:  # torch.fx cannot trace every model (data-dependent control flow)
-            log.warning("relevance: the model cannot be traced (%s); additions and gates keep autograd's rule", exc)
-            return ctx.model.module, (
-                f"not traceable by torch.fx ({type(exc).__name__}): additions, gates and functional activations "
-                "keep autograd's rule, which need not conserve relevance"
-            )
-        return model, rewrites.describe()
 
     def _explain(self, ctx, model, composite, images, indices, labels, predicted, confidence, convs, settings):
         batch = ctx.options.batch_size

@@ -28,9 +28,8 @@ def template_environment() -> jinja2.Environment:
     )
 
 
-def write_site(report: Report, root: Path) -> list[Path]:
-    """Write every HTML page and static asset under root; return the pages written."""
-    env = template_environment()
+def write_assets(report: Report, root: Path) -> None:
+    """What every page of a site loads (style, script, search index), and .nojekyll."""
     assets = root / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     static = resources.files("dossier.templates")
@@ -39,6 +38,12 @@ def write_site(report: Report, root: Path) -> list[Path]:
     write_search(report, root)
     # GitHub Pages would otherwise run Jekyll, which hides files and folders starting with _.
     (root / ".nojekyll").write_text("", encoding="utf-8")
+
+
+def write_site(report: Report, root: Path) -> list[Path]:
+    """Write every HTML page and static asset under root; return the pages written."""
+    env = template_environment()
+    write_assets(report, root)
     pages: list[tuple[str, str, dict[str, Any]]] = [
         ("index.html", "index.html", {"page_title": "Overview", "breadcrumb": []}),
     ]
@@ -63,19 +68,19 @@ def write_site(report: Report, root: Path) -> list[Path]:
     return written
 
 
-def write_pdf(report: Report, root: Path, filename: str = "dossier.pdf") -> Path:
+def write_pdf(report: Report, root: Path, filename: str = "dossier.pdf", template: str = "print.html") -> Path:
     """Lay the report out for print and write it as a PDF next to the site."""
     import weasyprint  # imported here: loading pango costs a second that --no-pdf builds skip
 
-    html = template_environment().get_template("print.html").render(report=report)
+    html = template_environment().get_template(template).render(report=report)
     document = weasyprint.HTML(string=html, base_url=str(root))
     target = root / filename
     document.write_pdf(target, pdf_variant=None, pdf_forms=False)
     return target
 
 
-def write_export(document: dict[str, Any], root: Path) -> Path:
-    target = root / "dossier.json"
+def write_export(document: dict[str, Any], root: Path, filename: str = "dossier.json") -> Path:
+    target = root / filename
     target.write_text(json.dumps(document, indent=1, allow_nan=False, default=_json_default), encoding="utf-8")
     return target
 

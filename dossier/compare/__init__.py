@@ -1,0 +1,1 @@
+"""`dossier compare`: what changed between two models, unit by unit (see run.compare)."""
