@@ -18,22 +18,23 @@ OUTPUT_MARKER = "dossier.json"  # a folder holding it is a dossier output we may
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
-def check_replaceable(out_dir: Path) -> None:
+def check_replaceable(out_dir: Path, marker: str = OUTPUT_MARKER, kind: str = "dossier") -> None:
+    """Only an empty folder or an earlier output of this kind (it holds `marker`) is replaced."""
     if out_dir.exists() and not out_dir.is_dir():
         raise DossierError(f"--out: '{out_dir}' exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / OUTPUT_MARKER).is_file():
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / marker).is_file():
         raise DossierError(
-            f"--out: '{out_dir}' is a non-empty folder that is not a dossier output; refusing to replace it"
+            f"--out: '{out_dir}' is a non-empty folder that is not a {kind} output; refusing to replace it"
         )
 
 
 @contextmanager
-def output_lock(out_dir: Path) -> Iterator[None]:
+def output_lock(out_dir: Path, marker: str = OUTPUT_MARKER, kind: str = "dossier") -> Iterator[None]:
     """Hold out_dir for this process: a second build to it refuses at once, naming the first.
     Inside, leftovers of a build that was killed are cleared away (and its retired output put
     back if the kill came between the two renames of replace()). A full disk anywhere inside
     becomes one line saying so."""
-    check_replaceable(out_dir)
+    check_replaceable(out_dir, marker, kind)
     lock_path = _parent(out_dir) / f".{out_dir.name}.lock"
     with open(lock_path, "a+", encoding="utf-8") as handle:
         try:
@@ -42,7 +43,7 @@ def output_lock(out_dir: Path) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             raise DossierError(
-                f"--out: another build (process {holder}) is writing '{out_dir}'; "
+                f"--out: another {kind} build (process {holder}) is writing '{out_dir}'; "
                 "wait for it to finish or choose another --out"
             ) from None
         handle.seek(0)

@@ -5,16 +5,13 @@ atomically as a build's output is."""
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from dossier import __version__
 from dossier.analyses import ALWAYS_RUN, REGISTRY, ordered
-# The build's own atomic swap of a finished output (staging folder beside it), not a copy of it.
-from dossier.build import _ensure_parent, _replace, cache_dir_for, compute_results, default_out_dir, load_context
+from dossier.build import cache_dir_for, compute_results, default_out_dir, load_context
 from dossier.compare.comparison import Comparison, Side, compare_models
 from dossier.compare.report import build_comparison_report, write_comparison_pdf, write_comparison_site
 from dossier.config import Config
@@ -22,6 +19,7 @@ from dossier.data import load_dataset
 from dossier.distributed import LocalExecutor
 from dossier.errors import DossierError
 from dossier.manifest import file_sha256, write_manifest
+from dossier.output import output_lock, staged
 from dossier.plan import parse_budget
 from dossier.provenance import Stopwatch, package_versions
 from dossier.report.render import write_export
@@ -59,29 +57,25 @@ def compare(
     """Compare model B with model A on A's data and write the comparison into out_dir. `budget`
     (e.g. "20m", "none") overrides both configs'."""
     out_dir = out_dir.resolve()
-    check_replaceable(out_dir)
     check_compatible(config_a, config_b)
-    watch = Stopwatch()
-    a = _side("A", config_a, device, budget, watch)
-    b = _side("B", config_b, device, budget, watch)
-    log.info("comparing B with A: one pass through both models")
-    comparison = compare_models(a, b, threshold, heatmap_images, watch)
-    stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_ensure_parent(out_dir)))
-    try:
-        with watch.stage("render site"):
-            report = build_comparison_report(comparison, a, b, stamp, staging)
-            report.pdf_name = "comparison.pdf" if pdf else None
-            write_comparison_site(report, staging)
-        if pdf:
-            with watch.stage("render PDF"):
-                write_comparison_pdf(report, staging)
-        write_export(export_document(comparison, stamp, watch), staging, OUTPUT_MARKER)
-        write_manifest(staging, manifest_inputs(config_a, config_b, comparison), {"dossier": __version__, **package_versions()})
-        _replace(out_dir, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with output_lock(out_dir, OUTPUT_MARKER, "comparison"):
+        watch = Stopwatch()
+        a = _side("A", config_a, device, budget, watch)
+        b = _side("B", config_b, device, budget, watch)
+        log.info("comparing B with A: one pass through both models")
+        comparison = compare_models(a, b, threshold, heatmap_images, watch)
+        stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+        with staged(out_dir) as staging:
+            with watch.stage("render site"):
+                report = build_comparison_report(comparison, a, b, stamp, staging)
+                report.pdf_name = "comparison.pdf" if pdf else None
+                write_comparison_site(report, staging)
+            if pdf:
+                with watch.stage("render PDF"):
+                    write_comparison_pdf(report, staging)
+            write_export(export_document(comparison, stamp, watch), staging, OUTPUT_MARKER)
+            inputs = manifest_inputs(config_a, config_b, comparison)
+            write_manifest(staging, inputs, {"dossier": __version__, **package_versions()})
     return CompareOutcome(
         out_dir=out_dir,
         index=out_dir / "index.html",
@@ -89,16 +83,6 @@ def compare(
         export=out_dir / OUTPUT_MARKER,
         seconds=sum(watch.seconds.values()),
     )
-
-
-def check_replaceable(out_dir: Path) -> None:
-    """Only an empty folder or an earlier comparison is replaced."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DossierError(f"--out: '{out_dir}' exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / OUTPUT_MARKER).is_file():
-        raise DossierError(
-            f"--out: '{out_dir}' is a non-empty folder that is not a comparison output; refusing to replace it"
-        )
 
 
 def check_compatible(config_a: Config, config_b: Config) -> None:

@@ -42,7 +42,7 @@ def test_a_second_build_to_the_same_output_refuses(built, cli) -> None:
     with output_lock(out):
         result = cli("build", config, "--out", out, "--no-pdf")
     assert result.exit_code == 2
-    assert f"another build (process {os.getpid()}) is writing '{out}'" in result.output
+    assert f"another dossier build (process {os.getpid()}) is writing '{out}'" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert _files(out) == before
 
