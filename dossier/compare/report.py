@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dossier import __version__
+from dossier.analyses import warnings
 from dossier.compare.changes import BROKEN, CHANGED, FIXED, METRICS, SHARES, ChangedPrediction, ClassChange, LayerChange
 from dossier.compare.charts import matching_by_depth, metrics_by_depth, similarity_map
 from dossier.compare.comparison import Comparison, LayerMatching, Side
@@ -99,6 +100,7 @@ class ComparisonReport:
     unit_owner: dict[str, str] = field(default_factory=dict)  # no unit cards: search lists none
     untrained: bool = False  # a comparison states it per model instead of a banner
     plan: None = None  # no budget of its own: each model's reductions are listed with the models
+    warnings: list[str] = field(default_factory=list)  # each model's (a model guessing on the data)
     kinds: tuple[str, str, str] = (FIXED, BROKEN, CHANGED)  # how a prediction changed
     pdf_table: int = PDF_TABLE
     metrics: dict[str, tuple[str, Any]] = field(default_factory=lambda: METRICS)
@@ -174,6 +176,7 @@ def build_comparison_report(comparison: Comparison, a: Side, b: Side, generated_
         heatmaps=[_moved_view(moved, pictures) for moved in comparison.heatmaps.images],
         charts=_charts(comparison, pictures),
         search=[],
+        warnings=[f"Model {side}: {w}" for side, results in (("A", a.results), ("B", b.results)) for w in warnings(results)],
     )
     report.search = _search_entries(report)
     pictures.finish()
