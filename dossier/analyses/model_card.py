@@ -30,6 +30,7 @@ class ModelCardChecks(StrictModel):
     min_class_accuracy: float = Field(0.25, ge=0, le=1, description="a class whose top-1 accuracy is below this fails")
 
 
+PRINT_CLASSES = 40  # per-class rows in the PDF when there are more classes
 NEAR_CHANCE = 1.5  # top-1 at most this many times chance: the model is guessing on this data
 
 
@@ -230,7 +231,9 @@ class ModelCard(Analysis):
         predicted = [*kit.class_names, OTHER_OUTPUTS]
         columns = predicted if len(result.mapping) < result.outputs else kit.class_names
         confusions = [(kit.class_name(t), predicted[p], n) for t, p, n in result.top_confusions]
-        return SectionView(overview=ModelCardView(result, _sample_views(result, kit), columns, confusions))
+        return SectionView(overview=ModelCardView(
+            result, _sample_views(result, kit), columns, confusions, _print_classes(result.per_class_accuracy),
+        ))
 
     def search_entries(self, view: SectionView, kit: ViewKit) -> list[SearchEntry]:
         return [
@@ -252,6 +255,16 @@ class ModelCardView:
     samples: list[SampleView]
     columns: list[str]  # the confusion matrix's predicted columns: "other outputs" only when the model has more
     confusions: list[tuple[str, str, int]]  # the most frequent mistakes: true, predicted, images
+    print_classes: list[int]  # the per-class rows the PDF shows: all, or the lowest accuracies of many
+
+
+def _print_classes(accuracy: list[float | None]) -> list[int]:
+    """Every class, or for a data set of many the PRINT_CLASSES of lowest accuracy (pages of a
+    thousand rows help no reader of the PDF)."""
+    classes = list(range(len(accuracy)))
+    if len(classes) <= PRINT_CLASSES:
+        return classes
+    return sorted(classes, key=lambda c: (accuracy[c] is None, accuracy[c] or 0.0, c))[:PRINT_CLASSES]
 
 
 def _sample_views(card: ModelCardResult, kit: ViewKit) -> list[SampleView]:
