@@ -236,7 +236,7 @@ def test_the_finding_stays_true_in_edge_cases() -> None:
 
 def test_the_deletion_check_holds_heatmaps_to_the_minimum_gain() -> None:
     clearly = deletion_check(_result(0.30, 0.50, spread=0.05), 0.0)
-    assert clearly.status == "pass" and clearly.value == "LRP: +0.200" and clearly.threshold == "deletion gain over random ≥ +0.000"
+    assert clearly.status == "pass" and clearly.value == "LRP: +0.200" and clearly.threshold == "deletion gain over random ≥ 0.00"
     assert "deletion area 0.300 vs random's 0.500, 95% interval [+0.150, +0.250], over 4 image(s)" in clearly.detail
     assert deletion_check(_result(0.48, 0.50, spread=0.05), 0.0).status == "warn"  # not told from random
     assert deletion_check(_result(0.52, 0.50, spread=0.05), 0.0).status == "warn"  # nor is this

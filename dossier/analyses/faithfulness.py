@@ -575,7 +575,7 @@ def deletion_check(result: FaithfulnessResult, limit: float) -> CheckResult | No
     interval = "" if gain.low is None else f", 95% interval [{_signed(gain.low)}, {_signed(gain.high)}]"
     return CheckResult(
         "heatmap faithfulness", status(worst), f"{worst.method}: {_signed(gain.mean)}",
-        f"deletion gain over random ≥ {_signed(limit)}",
+        f"deletion gain over random ≥ {limit:.2f}".replace("-", "−"),
         f"{worst.method}'s deletion area {worst.deletion_area.mean:.3f} vs random's {result.random.deletion_area.mean:.3f}"
         f"{interval}, over {len(result.indices)} image(s)",
         "relevance.html#faithfulness",
