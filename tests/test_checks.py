@@ -106,7 +106,8 @@ def test_the_sample_passes_the_default_checks(sample_build: Path) -> None:
     checks = json.loads((sample_build / "dossier.json").read_text())["checks"]
     names = {check["name"] for check in checks}
     assert {"top-1 accuracy", "per-class accuracy", "dead units", "relevance conservation",
-            "relevance on the image border", "accuracy under shifts"} <= names
+            "relevance on the image border", "heatmap faithfulness", "heatmap sanity check",
+            "accuracy under shifts"} <= names
     assert not [check for check in checks if check["status"] == "fail"], checks
     from pypdf import PdfReader
 
