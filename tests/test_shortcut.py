@@ -29,6 +29,7 @@ model:
 data:
   imagefolder: data
 batch_size: 64
+budget: none
 analyses:
   galleries: {steps: 2}
   concepts: {folders: {corner mark: concepts/corner-mark}, class_images: 40}

@@ -43,6 +43,7 @@ model:
 data:
   imagefolder: data
 batch_size: 8
+budget: none
 analyses:
   galleries: {{steps: 2}}
   deepdream: {{steps: 2, octaves: 2}}
