@@ -109,7 +109,8 @@ def test_a_deadline_that_has_passed_optimises_no_more_units(project: Path) -> No
     data_pass(ctx.model.module, ctx.dataset, ["conv1", "conv2"], ctx.options, [consumer])
     info = ctx.conv_layers[0]
     ctx.deadline = time.time() - 1
-    layer = _layer_gallery(ctx, (info, consumer.state[info.name], None, importance(ctx, info.name, consumer.state[info.name])))
+    job = (info, consumer.state[info.name], None, importance(ctx, info.name, consumer.state[info.name]), set())
+    layer = _layer_gallery(ctx, job)
     assert layer.optimised == 0 and not any(card.optimised for card in layer.units)
     assert layer.left_out == "the time budget ran out before this layer"
     assert all(card.top and card.max_image is None for card in layer.units)

@@ -24,6 +24,8 @@ from dossier.sampling import balanced_sample
 from dossier.settings import SectionSettings
 from dossier.thumbnails import thumbnails
 
+SPECTRAL_MIN_POINTS = 16  # fewer codes than this start UMAP at random
+
 
 class EmbeddingSettings(SectionSettings):
     sample: int = Field(2000, ge=10, description="class-balanced images embedded (keep under 4,096)")
@@ -76,7 +78,11 @@ def umap_2d(codes: np.ndarray, neighbors: int, min_dist: float, seed: int) -> np
 
     k = min(neighbors, len(codes) - 1)
     distances, indices = NearestNeighbors(n_neighbors=k).fit(codes).kneighbors(codes)
-    reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, random_state=seed, precomputed_knn=(indices, distances, None))
+    # UMAP's spectral start needs more points than its eigen-solver's k: a few images start at random.
+    init = "spectral" if len(codes) > SPECTRAL_MIN_POINTS else "random"
+    reducer = umap.UMAP(
+        n_neighbors=k, min_dist=min_dist, random_state=seed, precomputed_knn=(indices, distances, None), init=init
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return reducer.fit_transform(codes)

@@ -95,6 +95,12 @@ class Probes(Analysis):
         Reduction("trees", (20,), "a smaller random forest", rank=3),
     )
 
+    def applies(self, ctx: BuildContext) -> str | None:
+        counts = np.bincount(ctx.dataset.labels)
+        if counts[counts > 0].min() < 2:  # the class-balanced sample then holds one image per class
+            return "a class has a single image, so the class-balanced sample has one per class: too few to cross-validate"
+        return None
+
     def consumer(self, ctx: BuildContext) -> FeatureCollector:
         settings = self.settings(ctx.config)
         keep = balanced_sample(ctx.dataset.labels, settings.sample, ctx.config.seed)

@@ -227,7 +227,9 @@ class Spray(Analysis):
     def _class(
         self, label: int, members: np.ndarray, maps: np.ndarray, vanished: int, settings: SpraySettings, seed: int
     ) -> ClassStrategies:
-        """The strategies of one class: its images' maps clustered."""
+        """The strategies of one class: its images' maps clustered (none when every map vanished)."""
+        if len(members) == 0:
+            return ClassStrategies(label, 0, vanished, [], [])
         clusters, eigenvalues = strategies(maps.reshape(len(maps), -1), settings.neighbors, settings.max_strategies, seed)
         found = [_strategy(np.flatnonzero(clusters == k), members.tolist(), maps, settings) for k in np.unique(clusters)]
         found.sort(key=lambda s: -len(s.members))
