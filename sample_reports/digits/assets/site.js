@@ -9,7 +9,18 @@
     var number = parseFloat(raw.replace(/[,%\s]/g, ""));
     return isNaN(number) ? -Infinity : number;
   }
+  // Sorting takes the rows out of their groups (a group head would sort among them).
+  function flatten(table) {
+    var first = table.tBodies[0];
+    Array.prototype.slice.call(table.tBodies, 1).forEach(function (body) {
+      Array.prototype.slice.call(body.rows).forEach(function (row) { first.appendChild(row); });
+      body.remove();
+    });
+    first.querySelectorAll("tr.group-head").forEach(function (row) { row.remove(); });
+    Array.prototype.forEach.call(first.rows, function (row) { row.hidden = false; });
+  }
   function sortBy(table, header, index) {
+    flatten(table);
     var numeric = header.getAttribute("data-type") === "number";
     var ascending = header.getAttribute("aria-sort") !== "ascending";
     table.querySelectorAll("thead th").forEach(function (th) { th.removeAttribute("aria-sort"); });
@@ -24,6 +35,13 @@
     });
     rows.forEach(function (row) { body.appendChild(row); });
   }
+  document.querySelectorAll("tr.group-head button").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var open = button.getAttribute("aria-expanded") === "true";
+      button.setAttribute("aria-expanded", open ? "false" : "true");
+      for (var row = button.closest("tr").nextElementSibling; row; row = row.nextElementSibling) row.hidden = open;
+    });
+  });
   document.querySelectorAll("table.sortable").forEach(function (table) {
     table.querySelectorAll("thead th").forEach(function (header, index) {
       header.setAttribute("tabindex", "0");
@@ -35,17 +53,39 @@
   });
 })();
 
-// Client-side search over window.DOSSIER_SEARCH (assets/search-index.js): every word typed must
-// appear in an entry's title or terms. Enter opens the first result; arrows move through them.
+// Client-side search over window.DOSSIER_SEARCH (assets/search-index.js) and the units of each
+// layer (assets/search/<layer>.js, loaded as scripts on the first keystroke: no fetch() from
+// file://): every word typed must appear in an entry's title or terms. Enter opens the first
+// result; arrows move through them.
 (function () {
   "use strict";
   var input = document.getElementById("search");
   var list = document.getElementById("search-results");
-  var entries = window.DOSSIER_SEARCH || [];
   if (!input || !list) return;
-  var haystacks = entries.map(function (e) { return (e.t + " " + e.s + " " + e.k).toLowerCase(); });
+  var entries = [], haystacks = [], loaded = false;
   var LIMIT = 50;
+  function index(more) {
+    more.forEach(function (e) { entries.push(e); haystacks.push((e.t + " " + e.s + " " + e.k).toLowerCase()); });
+  }
+  index(window.DOSSIER_SEARCH || []);
+  function loadUnits() {
+    if (loaded) return;
+    loaded = true;
+    var root = document.querySelector('script[src$="search-index.js"]').getAttribute("src").replace(/assets\/search-index\.js$/, "");
+    (window.DOSSIER_SEARCH_SHARDS || []).forEach(function (src) {
+      var script = document.createElement("script");
+      script.src = root + src;
+      script.onload = function () {
+        index(window.DOSSIER_SEARCH_UNITS || []);
+        window.DOSSIER_SEARCH_UNITS = [];
+        if (input.value) render(input.value);
+      };
+      document.head.appendChild(script);
+    });
+  }
+  input.addEventListener("focus", loadUnits);
   function render(query) {
+    loadUnits();
     list.textContent = "";
     var words = query.toLowerCase().split(/\s+/).filter(Boolean);
     if (!words.length) { list.hidden = true; return; }
@@ -107,10 +147,10 @@
   var tip = document.createElement("div");
   tip.className = "embedding-tip";
   tip.hidden = true;
-  data.points.forEach(function (p) {
-    var mark = document.createElementNS(SVG, p[2] === p[3] ? "circle" : "path");
+  data.points.forEach(function (p) {  // p: x, y, class, what it was mistaken for ("" when right), picture
+    var mark = document.createElementNS(SVG, p[3] ? "path" : "circle");
     var cx = PAD + (p[0] - x0) / ((x1 - x0) || 1) * (W - 2 * PAD), cy = PAD + (y1 - p[1]) / ((y1 - y0) || 1) * (H - 2 * PAD);
-    if (p[2] === p[3]) {
+    if (!p[3]) {
       mark.setAttribute("cx", cx); mark.setAttribute("cy", cy); mark.setAttribute("r", 3.5);
       mark.setAttribute("fill", data.colours[p[2]]); mark.setAttribute("fill-opacity", "0.8");
     } else {
@@ -118,7 +158,7 @@
       mark.setAttribute("stroke", "#000"); mark.setAttribute("stroke-width", "2");
     }
     mark.addEventListener("mouseenter", function (event) {
-      tip.textContent = "class " + data.classes[p[2]] + (p[2] === p[3] ? "" : ", predicted " + data.classes[p[3]]);
+      tip.textContent = "class " + data.classes[p[2]] + (p[3] ? ", predicted " + p[3] : "");
       if (p[4]) { var img = document.createElement("img"); img.src = p[4]; img.width = 48; img.height = 48; tip.appendChild(img); }
       var rect = box.getBoundingClientRect();
       tip.style.left = (event.clientX - rect.left + 12) + "px";
