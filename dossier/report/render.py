@@ -89,13 +89,16 @@ def _print_fetcher():
     of a JPEG it can embed as it is."""
     from weasyprint.urls import URLFetcher, URLFetcherResponse
 
+    class Converted(URLFetcherResponse):
+        path = None  # else WeasyPrint embeds the file at the URL's path, not this body
+
     class PrintFetcher(URLFetcher):
         def fetch(self, url: str, headers=None):
             if url.startswith("file:") and url.endswith(".webp"):
                 buffer = io.BytesIO()
                 with Image.open(unquote(urlparse(url).path)) as sheet:
                     sheet.convert("RGB").save(buffer, "JPEG", quality=PRINT_JPEG_QUALITY)
-                return URLFetcherResponse(url, body=buffer.getvalue(), headers={"Content-Type": "image/jpeg"})
+                return Converted(url, body=buffer.getvalue(), headers={"Content-Type": "image/jpeg"})
             return super().fetch(url, headers)
 
     return PrintFetcher(allowed_protocols=["file", "data"])
