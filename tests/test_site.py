@@ -49,3 +49,13 @@ def test_pdf_pages_render_to_pictures(sample_build: Path) -> None:
     for picture in pictures:
         grey = Image.open(picture).convert("L")
         assert grey.getextrema()[0] < 100, f"{picture.name} is blank"
+
+
+@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils (pdftoppm) is not installed")
+def test_every_picture_in_the_pdf_decodes(sample_build: Path, tmp_path: Path) -> None:
+    """Every embedded image (the sprite sheets go in as JPEG) is readable: poppler says when not."""
+    rendered = subprocess.run(
+        ["pdftoppm", "-png", "-r", "20", str(sample_build / "dossier.pdf"), str(tmp_path / "page")],
+        capture_output=True, text=True, check=True,
+    )
+    assert "Error" not in rendered.stderr, rendered.stderr[:500]
