@@ -91,3 +91,14 @@ def test_sample_shows_weight_space_sections_for_every_conv_layer(sample_build: P
     text = "".join(page.extract_text() for page in PdfReader(sample_build / "dossier.pdf").pages)
     for heading in ("Neuron types", "Kernel clusters", "TDA rings", "Control: the same layer"):
         assert heading in text
+
+
+def test_the_committed_sample_has_the_numbers_of_a_fresh_build(sample_build: Path) -> None:
+    """sample_reports/digits is what `make demo` builds: the shipped weights make its accuracy,
+    confusions and check results the same on any machine."""
+    committed = json.loads((Path(__file__).parent.parent / "sample_reports" / "digits" / "dossier.json").read_text())
+    fresh = json.loads((sample_build / "dossier.json").read_text())
+    for key in ("images", "top1", "top5", "per_class_accuracy", "confusion"):
+        assert committed["analyses"]["model_card"][key] == fresh["analyses"]["model_card"][key], key
+    assert [(c["name"], c["status"]) for c in committed["checks"]] == [(c["name"], c["status"]) for c in fresh["checks"]]
+    assert committed["provenance"]["weights_sha256"] == fresh["provenance"]["weights_sha256"]
