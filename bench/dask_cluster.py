@@ -1,6 +1,6 @@
 """One process against a 2-worker Dask LocalCluster, same work: the ratio, and the overhead per task.
 
-    .venv/bin/python bench/dask.py
+    .venv/bin/python bench/dask_cluster.py
 
 The work is the computing phase of the sample (the data pass in shards and every per-layer task;
 no rendering), cold, each way. The overhead per task is measured apart, on tasks that do nothing,
