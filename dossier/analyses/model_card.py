@@ -208,8 +208,8 @@ class ModelCard(Analysis):
         )
 
     def checks(self, result: ModelCardResult, thresholds: ModelCardChecks, ctx: BuildContext) -> list[CheckResult]:
-        chance = max(result.per_class_images) / max(1, result.images)
-        guessing = guessing_at(result) is not None
+        chance = guessing_at(result)
+        guessing = chance is not None
         top1 = CheckResult(
             "top-1 accuracy", judged(result.top1 < thresholds.min_top1 or guessing, result.top1 < thresholds.min_top1 + 0.05),
             f"{result.top1:.1%}", f"≥ {thresholds.min_top1:.0%}",
