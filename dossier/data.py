@@ -161,9 +161,7 @@ def _image_folder(config: Config, root: Path, outputs: int | None, common: dict)
     paths: list[Path] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(
-            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        files = image_files(class_dir)
         paths += files
         labels += [label] * len(files)
     if not paths:
@@ -177,7 +175,7 @@ def _image_folder(config: Config, root: Path, outputs: int | None, common: dict)
         classes=classes,
         labels=label_array[keep],
         names=names,
-        fingerprint=_manifest_sha256(names, kept_paths),
+        fingerprint=files_sha256(names, kept_paths),
         source=f"imagefolder: {root}",
         _paths=kept_paths,
         **common,
@@ -191,7 +189,12 @@ def balanced_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndar
     return np.sort(round_robin(labels, limit, np.random.default_rng(seed)))
 
 
-def _manifest_sha256(names: list[str], paths: list[Path]) -> str:
+def image_files(folder: Path) -> list[Path]:
+    """The image files under folder, at any depth, in sorted order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def files_sha256(names: list[str], paths: list[Path]) -> str:
     """Hash of every file's name and bytes: changes when any image changes."""
     digest = hashlib.sha256()
     for name, path in zip(names, paths):

@@ -27,7 +27,6 @@ outrank random ones often enough (AUROC ≥ `label_auroc`).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from dossier.analyses.base import HOOKS_UNSUPPORTED, NO_CONV_LAYERS, Analysis, B
 from dossier.analyses.purity import reduce_activation
 from dossier.capture import hooks
 from dossier.classes import ClassMap
-from dossier.data import IMAGE_EXTENSIONS, ImageSet
+from dossier.data import ImageSet, files_sha256, image_files
 from dossier.errors import ConfigError, DataError
 from dossier.plan import Cost, Probe, Reduction
 from dossier.report.kit import Column, CrossPage, SearchEntry, SectionView, UnitLabel, ViewKit
@@ -175,10 +174,6 @@ def stage_ends(layers: list, count: int = AUTO_LAYERS) -> list[str]:
     return ends[-count:]
 
 
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def image_folder(folder: Path, name: str, ctx: BuildContext) -> ImageSet:
     """A folder of images prepared like the data set (resized, converted, normalised)."""
     paths = image_files(folder)
@@ -186,17 +181,14 @@ def image_folder(folder: Path, name: str, ctx: BuildContext) -> ImageSet:
     return ImageSet(
         classes=ClassMap([name], [0], [name], "a concept folder"), labels=np.zeros(len(paths), dtype=np.int64),
         names=[str(p.relative_to(folder)) for p in paths],
-        input_size=spec.input_size, mean=spec.channel_mean, std=spec.channel_std, fingerprint=files_sha256(paths),
+        input_size=spec.input_size, mean=spec.channel_mean, std=spec.channel_std, fingerprint=_folder_sha256(paths),
         source=str(folder), _paths=paths,
     )
 
 
-def files_sha256(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+def _folder_sha256(paths: list[Path]) -> str:
+    """A concept folder's fingerprint: its files' names and bytes."""
+    return files_sha256([path.name for path in paths], paths)
 
 
 def readable(images: ImageSet, indices: list[int] | np.ndarray | range) -> tuple[list[int], torch.Tensor]:
@@ -430,7 +422,7 @@ class Concepts(Analysis):
         settings: ConceptsSettings = self.settings(ctx.config)
         folders = {**{f"folders.{name}": folder for name, folder in settings.folders.items()},
                    **({"random": settings.random} if settings.random else {})}
-        return {name: files_sha256(image_files(ctx.config.resolve(folder))) for name, folder in folders.items()}
+        return {name: _folder_sha256(image_files(ctx.config.resolve(folder))) for name, folder in folders.items()}
 
     def cost(self, ctx: BuildContext, probe: Probe, settings: ConceptsSettings) -> Cost:
         concept_images = sum(len(image_files(ctx.config.resolve(folder))) for folder in settings.folders.values())
