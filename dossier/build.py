@@ -70,6 +70,12 @@ def run_checks(ctx: BuildContext, results: dict[str, Any]) -> list[CheckResult]:
     return [check for cls in ordered(results) for check in cls().checks(results[cls.name], ctx.config.checks, ctx)]
 
 
+def selected_analyses(only: list[str] | None = None) -> list[str]:
+    """The analyses a build runs, in report order: the named ones (every one when None) and those
+    that always run."""
+    return [cls.name for cls in ordered([*ALWAYS_RUN, *(only if only is not None else REGISTRY)])]
+
+
 def default_out_dir(config_path: Path) -> Path:
     return Path("build") / config_path.stem
 
@@ -108,7 +114,7 @@ def _locked_build(
     try:
         ctx = load_context(config, cache_dir, device or config.device, watch, executor)
         seconds = parse_budget(budget if budget is not None else config.budget, ctx.device)
-        names = [cls.name for cls in ordered([*ALWAYS_RUN, *(only if only is not None else REGISTRY)])]
+        names = selected_analyses(only)
         computed = compute_results(ctx, names, cache_dir, watch, strict, seconds, pdf)
         computed = dataclasses.replace(computed, checks=run_checks(ctx, computed.results))
     finally:
@@ -149,7 +155,7 @@ def plan(
     device; with a budget, what would be reduced to fit it."""
     watch = Stopwatch()
     ctx = load_context(config, cache_dir, device or config.device, watch)
-    names = [cls.name for cls in ordered([*ALWAYS_RUN, *(only if only is not None else REGISTRY)])]
+    names = selected_analyses(only)
     analyses = [analysis for name in compute_order(names) if (analysis := REGISTRY[name]()).applies(ctx) is None]
     seconds = parse_budget(budget if budget is not None else config.budget, ctx.device)
     result = make_plan(ctx, analyses, None if seconds is None else seconds - watch.total, pdf)

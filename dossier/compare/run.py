@@ -10,8 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dossier import __version__
-from dossier.analyses import ALWAYS_RUN, REGISTRY, ordered
-from dossier.build import cache_dir_for, compute_results, default_out_dir, load_context
+from dossier.build import cache_dir_for, compute_results, default_out_dir, load_context, selected_analyses
 from dossier.compare.comparison import Comparison, Side, compare_models
 from dossier.compare.report import build_comparison_report, write_comparison_pdf, write_comparison_site
 from dossier.config import Config
@@ -122,7 +121,7 @@ def _side(label: str, config: Config, device: str | None, budget: str | None, wa
     cache_dir = cache_dir_for(default_out_dir(config.path))
     own = Stopwatch()
     ctx = load_context(config, cache_dir, device or config.device, own, LocalExecutor())
-    names = [cls.name for cls in ordered([*ALWAYS_RUN, *REGISTRY])]
+    names = selected_analyses()
     seconds = parse_budget(budget if budget is not None else config.budget, ctx.device)
     computed = compute_results(ctx, names, cache_dir, own, strict=False, budget=seconds)
     for stage, seconds in own.seconds.items():
