@@ -9,7 +9,6 @@ import io
 import logging
 import os
 import resource
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -149,17 +148,18 @@ def _locked_build(
 
 def plan(
     config: Config, cache_dir: Path, *, device: str | None = None, budget: str | None = None,
-    only: list[str] | None = None, pdf: bool = True,
+    only: list[str] | None = None, pdf: bool = True, startup: float = 0.0,
 ) -> Plan:
     """`dossier plan`: what a cold build of the config would take, stage by stage, timed on the
-    device; with a budget, what would be reduced to fit it."""
+    device; with a budget, what would be reduced to fit it. `startup`: the seconds the command
+    took to start (its imports), which a build takes too."""
     watch = Stopwatch()
     ctx = load_context(config, cache_dir, device or config.device, watch)
     names = selected_analyses(only)
     analyses = [analysis for name in compute_order(names) if (analysis := REGISTRY[name]()).applies(ctx) is None]
     seconds = parse_budget(budget if budget is not None else config.budget, ctx.device)
     result = make_plan(ctx, analyses, None if seconds is None else seconds - watch.total, pdf)
-    loading = Stage("load", "load model, layers and data", Cost("as measured now", watch.total))
+    loading = Stage("load", "start, load model, layers and data", Cost("as measured now", startup + watch.total))
     result.stages.insert(0, loading)
     if seconds is not None:  # a budgeted build times these steps again before it starts
         result.stages.insert(1, Stage("plan", "plan (the budget's estimate)", Cost("as measured now", result.planning_seconds)))
@@ -175,30 +175,46 @@ def render_site(
     the pages say so."""
     limit = config.output.site_mb * 2**20
     unit_pictures: int | None = None
+    shrinking = {cls.name for cls in REGISTRY.values() if cls.unit_pictures}
+    reuse = None  # once the site is over its size, only the shrinking sections are drawn again
     while True:
         kit = ViewKit(staging, config, ctx.dataset.class_names, ctx.layers, unit_pictures)
         report = build_report(
             title=config.display_title, author=config.author, provenance=provenance,
             class_names=ctx.dataset.class_names, layers=ctx.layers, results=computed.results,
             failures=computed.failures, not_applicable=computed.not_applicable, kit=kit, plan=computed.plan,
-            watch=watch, checks=computed.checks,
+            watch=watch, checks=computed.checks, reuse=reuse,
         )
         report.pdf_name = "dossier.pdf" if pdf else None
         with watch.stage("render: pages"):
             write_site(report, staging)
         size = _size(staging)
-        shrinkable = sum(kit.pictures.bytes.get(cls.name, 0) for cls in REGISTRY.values() if cls.unit_pictures)
-        shown = unit_pictures or max((layer.units or 0 for layer in ctx.conv_layers), default=0)
+        shrinkable = sum(kit.pictures.bytes.get(name, 0) for name in shrinking)
+        units = [layer.units or 0 for layer in ctx.conv_layers]
+        shown = unit_pictures or max(units, default=0)
         if size <= limit or not shrinkable or shown <= 1:
             if size > limit:
                 log.warning("the site is %.0f MB, over output.site_mb = %g", size / 2**20, config.output.site_mb)
             report.size_mb = size / 2**20
             return report
-        # pictures shrink with the units shown; keep a tenth of the budget in hand
+        # pictures shrink with the units pictured over all layers; keep a tenth of the budget in hand
         fits = max(0.0, 0.9 * limit - (size - shrinkable)) / shrinkable
-        unit_pictures = max(1, min(shown - 1, int(shown * fits)))
+        unit_pictures = _units_per_layer(units, shown, fits)
         log.info("the site is %.0f MB, over %g MB: pictures for %d units per layer", size / 2**20, config.output.site_mb, unit_pictures)
-        _empty(staging)
+        reuse = {section.name: section for section in report.sections if section.name not in shrinking}
+        for name in shrinking:
+            for relative in kit.pictures.files.get(name, []):
+                (staging / relative).unlink(missing_ok=True)
+
+
+def _units_per_layer(units: list[int], shown: int, share: float) -> int:
+    """The most units per layer whose pictures are at most `share` of those of `shown` per layer
+    (a cap of k pictures min(units, k) units in each layer: small layers keep all theirs)."""
+    def pictured(cap: int) -> int:
+        return sum(min(count, cap) for count in units)
+
+    target = share * pictured(shown)
+    return max((cap for cap in range(1, shown) if pictured(cap) <= target), default=1)
 
 
 def render_pdf(report: Report, staging: Path, limit_mb: float) -> None:
@@ -214,11 +230,6 @@ def render_pdf(report: Report, staging: Path, limit_mb: float) -> None:
 
 def _size(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-
-
-def _empty(folder: Path) -> None:
-    for path in folder.iterdir():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def load_context(
@@ -378,9 +389,13 @@ def compute_order(names: list[str]) -> list[str]:
     return done
 
 
+# What the site and the PDF are made of, counted on built dossiers (the sample: 5 convolutions,
+# 85 PDF pages; GoogLeNet: 57, 459): charts and PDF pages grow with the convolution layers.
 _PAGE_SECONDS = 0.05  # rendering one HTML page from its views
 _SITE_PIXELS_PER_UNIT = 10  # small pictures a gallery card shows, in thumbnails
-_RENDER_CHARTS_PER_CONV = 4  # kernel clusters, Mapper graph, relevance curve, control
+_CHARTS, _CHARTS_PER_CONV = 12, 6  # kernel clusters and representatives, rings, Mapper graph, relevance curve, …
+_PDF_PAGES, _PDF_PAGES_PER_CONV = 50, 7.2
+_PDF_PICTURES = 1.4  # a dossier's page (pictures, charts) ÷ the timed page of tables
 
 
 def data_pass_estimate(ctx: BuildContext, analyses: list[Analysis], probe: Probe, config: Config) -> list[Stage]:
@@ -435,14 +450,14 @@ def render_estimate(
         noise = np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)
         Image.fromarray(noise).save(io.BytesIO(), format="webp", quality=SHEET_QUALITY, method=4)
 
-    charts = 8 + _RENDER_CHARTS_PER_CONV * len(convs)
+    charts = _CHARTS + _CHARTS_PER_CONV * len(convs)
     megapixels = units * _SITE_PIXELS_PER_UNIT * side * side / 1e6
     pages = 6 + len(ctx.layers) + units // 64
     site = charts * probe.seconds("chart", chart) + megapixels * probe.seconds("megapixel", megapixel) + pages * _PAGE_SECONDS
     stages = [Stage("render site", "render site", Cost(f"{pages:,} pages, {charts} charts, {megapixels:.0f} Mpx of pictures", site))]
     if pdf:
-        pdf_pages = 10 + 5 * len(convs) + len(ctx.layers)
-        seconds = pdf_pages * probe.remember("pdf page", _pdf_page_seconds)
+        pdf_pages = round(_PDF_PAGES + _PDF_PAGES_PER_CONV * len(convs))
+        seconds = pdf_pages * _PDF_PICTURES * probe.remember("pdf page", _pdf_page_seconds)
         stages.append(Stage("render PDF", "render PDF", Cost(f"about {pdf_pages} pages", seconds)))
     return stages
 
@@ -474,14 +489,18 @@ def shared_data_pass(ctx: BuildContext, analyses: list[Analysis], watch: Stopwat
     with watch.stage("data pass"):
         log.info("[4/5] one pass over the data for: %s", ", ".join(feeding))
         shards = shard_ranges(len(ctx.dataset), ctx.options.batch_size)
-        parts = ctx.map(_shard, [(feeding, shard) for shard in shards], desc="data pass")
-    merged = parts[0].consumers
-    for part in parts[1:]:
-        for name, consumer in part.consumers.items():
-            merged[name].merge(consumer)
-    for part in parts:
-        ctx.dataset.skipped.update(part.skipped)
-    if sum(part.seen for part in parts) == 0:
+        merged: dict[str, Any] = {}
+        seen = 0
+        # each shard is folded in as it arrives: the memory stays that of one shard's statistics
+        for part in ctx.imap(_shard, [(feeding, shard) for shard in shards], desc="data pass"):
+            for name, consumer in part.consumers.items():
+                if name in merged:
+                    merged[name].merge(consumer)
+                else:
+                    merged[name] = consumer
+            ctx.dataset.skipped.update(part.skipped)
+            seen += part.seen
+    if seen == 0:
         raise DataError(f"data: none of the {len(ctx.dataset)} images could be read")
     return merged
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +79,12 @@ class Executor(Protocol):
         """function(ctx, item) for every item, in order. `cpu`: numpy/scikit-learn work, run with
         one BLAS thread (so its sums do not depend on where it runs) and side by side."""
 
+    def imap(
+        self, spec: ContextSpec, function: Callable[[BuildContext, Any], Any], items: Sequence[Any], desc: str
+    ) -> Iterator[Any]:
+        """function(ctx, item) for every item, each result handed over in order as soon as it
+        is there, so a caller folding results together holds one at a time, not all of them."""
+
     def close(self) -> None: ...
 
 
@@ -101,6 +107,10 @@ class LocalExecutor:
         # The limit is process-wide, so it is set once around the pool, not per thread.
         with threadpool_limits(limits=1), ThreadPoolExecutor(self.threads) as pool:
             return list(_progress(pool.map(_run, jobs), len(jobs), desc))
+
+    def imap(self, spec: ContextSpec, function: Callable, items: Sequence[Any], desc: str) -> Iterator[Any]:
+        for item in _progress(items, len(items), desc):
+            yield _run((spec, function, item, False))
 
     def close(self) -> None:
         pass
@@ -140,6 +150,14 @@ class DaskExecutor:
         if desc:
             log.info("%s: %d tasks on the cluster", desc, len(futures))
         return self.client.gather(futures)
+
+    def imap(self, spec: ContextSpec, function: Callable, items: Sequence[Any], desc: str) -> Iterator[Any]:
+        futures = self.client.map(_run, [(spec, function, item, True) for item in items], pure=False, retries=self.RETRIES)
+        if desc:
+            log.info("%s: %d tasks on the cluster", desc, len(futures))
+        for index, future in enumerate(futures):
+            yield future.result()
+            futures[index] = None  # the last reference: the cluster drops the result once it is folded in
 
     def close(self) -> None:
         self.client.close()

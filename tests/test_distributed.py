@@ -155,3 +155,21 @@ def test_running_out_of_memory_halves_the_batch_and_says_so(project: Path, caplo
     assert "out of memory on cpu with 16 images at once: retrying 8 at a time" in messages[0], messages
     assert "with 8 images at once: retrying 4 at a time" in messages[1], messages
     assert len(messages) == 2  # remembered: later batches go four at a time without failing first
+
+
+def test_shard_results_are_handed_over_one_at_a_time() -> None:
+    """The data pass folds each shard in as it arrives: the next shard is not computed (nor held)
+    before the caller has taken the one before."""
+    from dossier.distributed import ContextSpec, LocalExecutor, register_context
+
+    spec = ContextSpec(config=None, cache_dir=Path("."), device="cpu", token="one-at-a-time")
+    register_context(spec, object())
+    computed = []
+
+    def double(ctx: object, item: int) -> int:
+        computed.append(item)
+        return 2 * item
+
+    results = LocalExecutor().imap(spec, double, [1, 2, 3], "")
+    assert next(results) == 2 and computed == [1]
+    assert list(results) == [4, 6] and computed == [1, 2, 3]

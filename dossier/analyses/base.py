@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -61,6 +61,10 @@ class BuildContext:
         a module-level function (it may travel to a worker, which rebuilds ctx); `cpu` marks
         numpy/scikit-learn work, run side by side with one BLAS thread each."""
         return self.executor.map(self.spec, function, items, cpu, desc)
+
+    def imap(self, function: Callable[[BuildContext, Any], Any], items: Sequence[Any], desc: str = "") -> Iterator[Any]:
+        """Like map (torch work), each result handed over in order as soon as it is there."""
+        return self.executor.imap(self.spec, function, items, desc)
 
     @property
     def recorded_layers(self) -> list[LayerInfo]:

@@ -177,27 +177,26 @@ class DeepDream(Analysis):
         )
 
     def cost(self, ctx: BuildContext, probe: Probe, settings: DeepDreamSettings) -> Cost:
-        # A real dream of the first layer at 1 and 3 steps gives what fitting the octaves costs and
-        # what a step costs there; other layers' steps scale like their feature-visualisation steps.
-        spec, first = ctx.config.model, ctx.conv_layers[0].name
+        # Real dreams at the anchor layers, at 1 and 3 steps, give what fitting the octaves costs
+        # and what a step costs there; other layers are interpolated between them.
+        spec = ctx.config.model
         images = torch.rand(settings.images, *spec.input_size, device=ctx.device)
 
-        def dreamt(steps: int) -> float:
-            changed = settings.model_copy(update={"steps": steps})
-            key = ("dream", settings.images, settings.octaves, settings.octave_scale, settings.parameterisation, steps)
-            run = lambda: dream(ctx.model.module, first, images, spec.channel_mean, spec.channel_std, changed, 0)  # noqa: E731
-            return probe.seconds(key, run, warm_up=False)  # the layer's optimisation timings warmed it up
+        def timed(layer: str) -> tuple[float, float]:
+            def dreamt(steps: int) -> float:
+                changed = settings.model_copy(update={"steps": steps})
+                key = ("dream", layer, settings.images, settings.octaves, settings.octave_scale, settings.parameterisation, steps)
+                run = lambda: dream(ctx.model.module, layer, images, spec.channel_mean, spec.channel_std, changed, 0)  # noqa: E731
+                return probe.seconds(key, run, warm_up=steps == 1, repeats=2)
 
-        probe.optimisation(first, settings.images, 4, settings.parameterisation)
-        one, three = dreamt(1), dreamt(3)
-        step = max(0.0, (three - one) / 2)
-        fit = max(0.0, one - step)
+            one, three = dreamt(1), dreamt(3)
+            step = max(0.0, (three - one) / 2)
+            return max(0.0, one - step), step
 
-        def relative(layer: str) -> float:
-            reference = probe.optimisation(first, settings.images, 4, settings.parameterisation)
-            return probe.optimisation(layer, settings.images, 4, settings.parameterisation) / max(reference, 1e-9)
-
-        seconds = sum(fit + settings.steps * step * relative(info.name) for info in ctx.conv_layers)
+        seconds = 0.0
+        for info in ctx.conv_layers:
+            fit, step = probe.across_layers(info.name, timed)
+            seconds += fit + settings.steps * step
         work = f"{len(ctx.conv_layers)} layers × {settings.images} images × {settings.octaves} octaves × {settings.steps} steps"
         return Cost(work, seconds, shrink="analyses.deepdream.steps, .octaves, .images")
 

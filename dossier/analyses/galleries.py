@@ -234,7 +234,7 @@ class Galleries(Analysis):
                 seconds += probe.optimisation(info.name, min(chosen, settings.stability_units), settings.steps, settings.parameterisation)
             exemplars = min(count * settings.exemplars, len(ctx.dataset))
             seconds += probe.forward_per_image() * (2 * chosen + 2 * exemplars)  # what they reach; grayscale
-            seconds += probe.image_seconds() * (count * settings.exemplars + exemplars)  # patches; grayscale
+            seconds += probe.image_seconds() * 2 * exemplars  # patches and grayscale: each image read once per layer
             optimised, units = optimised + chosen, units + count
         work = f"{optimised:,} of {units:,} units × 2 images × {settings.steps} steps"
         return Cost(work, seconds, shrink="analyses.galleries.units, analyses.galleries.steps")
@@ -271,7 +271,8 @@ def _layer_gallery(ctx: BuildContext, job: tuple) -> LayerGallery:
     twice = set(chosen[: settings.stability_units])
     images = _optimised(ctx, info.name, sorted(chosen), norm, twice) if chosen else {}
     gray_ratio = _grayscale_ratio(ctx, info.name, state["top_ids"], norm) if ctx.config.model.input_size[0] == 3 else None
-    cards = [_card(ctx, info, state, u, images.get(u), gray_ratio, u in dead) for u in range(units)]
+    patches = _layer_patches(ctx, info, state)
+    cards = [_card(ctx, state, u, images.get(u), gray_ratio, u in dead, patches[u]) for u in range(units)]
     convergence = mean_curve([images[u].curve for u in sorted(images)])
     why = ""
     if late:
@@ -355,8 +356,8 @@ def mean_curve(curves: list[np.ndarray], points: int = 24) -> list[float]:
 
 
 def _card(
-    ctx: BuildContext, info, state: dict[str, torch.Tensor], u: int, optimised: _Optimised | None, gray_ratio,
-    dead: bool,
+    ctx: BuildContext, state: dict[str, torch.Tensor], u: int, optimised: _Optimised | None, gray_ratio,
+    dead: bool, patches: np.ndarray,
 ) -> UnitCard:
     """A unit's card. A dead unit (it never fires on the data) gets no colour or stability label:
     its optimised image is noise the objective could not move."""
@@ -388,7 +389,7 @@ def _card(
         grayscale_ratio=float(gray_ratio[u]) if gray_ratio is not None else None,
         max_image=thumbnail(max_pixels, upscale=False) if optimised else None,
         min_image=thumbnail(_to_uint8(optimised.min_image), upscale=False) if optimised else None,
-        patches=_patches(ctx, info, state, u),
+        patches=patches,
     )
 
 
@@ -454,16 +455,28 @@ def _grayscale_ratio(ctx: BuildContext, layer: str, top_ids: torch.Tensor, norm)
     return (on_gray / on_colour.clamp(min=1e-12)).numpy()
 
 
-def _patches(ctx: BuildContext, info, state: dict[str, torch.Tensor], unit: int) -> np.ndarray:
-    pictures = []
+def _layer_patches(ctx: BuildContext, info, state: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    """Every unit's exemplar patches. Units share exemplars, so each image is read once for the
+    whole layer (a GoogLeNet has 7,280 units × 6 patches and often only a few thousand images)."""
     feature_shape = info.output_shape[1:]
     field_size = info.receptive_field or min(ctx.config.model.input_size[1:])
-    for index, where in zip(state["peak_ids"][unit].tolist(), state["peak_where"][unit].tolist()):
+    peaks = list(zip(state["peak_ids"].tolist(), state["peak_where"].tolist()))
+    wanted: dict[int, list[tuple[int, int, int]]] = {}
+    for unit, (indices, places) in enumerate(peaks):
+        for rank, (index, where) in enumerate(zip(indices, places)):
+            wanted.setdefault(index, []).append((unit, rank, where))
+    cut: list[dict[int, np.ndarray]] = [{} for _ in peaks]
+    for index in sorted(wanted):
         pixels = ctx.dataset.image(index)
         if pixels is not None:
-            pictures.append(thumbnail(receptive_patch(pixels, where, feature_shape, field_size), upscale=False))
+            for unit, rank, where in wanted[index]:
+                cut[unit][rank] = thumbnail(receptive_patch(pixels, where, feature_shape, field_size), upscale=False)
+    return [_stacked([pictures[rank] for rank in sorted(pictures)], ctx.config.model.input_size[0]) for pictures in cut]
+
+
+def _stacked(pictures: list[np.ndarray], channels: int) -> np.ndarray:
     if not pictures:
-        return np.zeros((0, 1, 1, ctx.config.model.input_size[0]), dtype=np.uint8)
+        return np.zeros((0, 1, 1, channels), dtype=np.uint8)
     side = max(p.shape[0] for p in pictures)
     return np.stack([np.pad(p, ((0, side - p.shape[0]), (0, side - p.shape[1]), (0, 0))) for p in pictures])
 

@@ -166,8 +166,10 @@ def build_report(
     plan: Plan | None = None,
     watch: Stopwatch | None = None,
     checks: list[CheckResult] | None = None,
+    reuse: dict[str, SectionEntry] | None = None,
 ) -> Report:
-    """Turn results into page views, writing every picture the pages show."""
+    """Turn results into page views, writing every picture the pages show; the sections in
+    `reuse` keep the views (and pictures) of an earlier rendering."""
     analyses = [cls() for cls in ordered()]
     present = [a for a in analyses if a.name in results]
     for analysis in present:  # first what sections say about units: views may show each other's
@@ -177,8 +179,11 @@ def build_report(
     sections, columns, search = [], [], []
     for analysis in analyses:
         kit.pictures.section = analysis.name
-        with stage(f"render: {analysis.name} views"):
-            entry = _entry(analysis, results, failures, not_applicable, kit)
+        if reuse and analysis.name in reuse:
+            entry = reuse[analysis.name]
+        else:
+            with stage(f"render: {analysis.name} views"):
+                entry = _entry(analysis, results, failures, not_applicable, kit)
         if entry is None:
             continue
         sections.append(entry)

@@ -78,6 +78,7 @@ class PictureWriter:
         self._packed: dict[tuple[str, object], Sprite] = {}
         self.section = ""  # the section whose views are being built: its pictures are counted to it
         self.bytes: dict[str, int] = {}  # section -> bytes of pictures written
+        self.files: dict[str, list[str]] = {}  # section -> the pictures' paths, relative to the site root
 
     def image(self, pixels: np.ndarray, name: str) -> str:
         """A picture as a file of its own (for the site's scripts, which load them one by one)."""
@@ -111,6 +112,7 @@ class PictureWriter:
 
     def _count(self, section: str, relative: str) -> None:
         self.bytes[section] = self.bytes.get(section, 0) + (self.site_root / relative).stat().st_size
+        self.files.setdefault(section, []).append(relative)
 
     def finish(self) -> None:
         """Write every sprite sheet."""
