@@ -35,7 +35,7 @@ from dossier.plan import Cost, Plan, Probe, Stage, duration, footprint, parse_bu
 from dossier.provenance import Provenance, Stopwatch, environment, package_versions
 from dossier.report.kit import CheckResult, ViewKit
 from dossier.report.pages import Report, build_report
-from dossier.report.render import write_export, write_pdf, write_site
+from dossier.report.render import export_text, write_export, write_pdf, write_site
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,10 @@ def _locked_build(
     config = ctx.config  # with the budget's reductions, if any
     provenance = _provenance(config, ctx, watch, computed.cached)
     with staged(out_dir) as staging:
+        # dossier.json is published with the site: its size counts against output.site_mb
+        export_bytes = len(export_text(export_document(config, provenance, ctx.layers, computed)).encode())
         with watch.stage("render site"):
-            report = render_site(config, ctx, computed, provenance, staging, pdf, watch)
+            report = render_site(config, ctx, computed, provenance, staging, pdf, watch, export_bytes)
         if pdf:
             with watch.stage("render PDF"):
                 render_pdf(report, staging, config.output.pdf_mb)
@@ -168,11 +170,11 @@ def plan(
 
 def render_site(
     config: Config, ctx: BuildContext, computed: ComputedResults, provenance: Provenance, staging: Path, pdf: bool,
-    watch: Stopwatch,
+    watch: Stopwatch, reserved: int = 0,
 ) -> Report:
-    """Views, pictures and pages. When the site outgrows output.site_mb, the sections whose
-    pictures grow with the units show them for fewer units per layer (the most important), and
-    the pages say so."""
+    """Views, pictures and pages. When the site (with `reserved` bytes of files written after it)
+    outgrows output.site_mb, the sections whose pictures grow with the units show them for fewer
+    units per layer (the most important), and the pages say so."""
     limit = config.output.site_mb * 2**20
     unit_pictures: int | None = None
     shrinking = {cls.name for cls in REGISTRY.values() if cls.unit_pictures}
@@ -188,7 +190,7 @@ def render_site(
         report.pdf_name = "dossier.pdf" if pdf else None
         with watch.stage("render: pages"):
             write_site(report, staging)
-        size = _size(staging)
+        size = _size(staging) + reserved
         shrinkable = sum(kit.pictures.bytes.get(name, 0) for name in shrinking)
         units = [layer.units or 0 for layer in ctx.conv_layers]
         shown = unit_pictures or max(units, default=0)

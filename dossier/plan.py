@@ -150,6 +150,9 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+_STEADY_SECONDS = 1.0  # a step this long is timed once: the machine's noise is small against it
+
+
 class Probe:
     """Times real steps once each and remembers them: the measurements a plan is made of."""
 
@@ -159,8 +162,8 @@ class Probe:
 
     def seconds(self, key: Any, step: Callable[[], Any], warm_up: bool = True, repeats: int = 1) -> float:
         """Wall time of one run of step (after one untimed run, which pays one-off costs such as
-        allocations and compilation when warm_up is set); the fastest of `repeats` runs, as the
-        others carry the machine's noise."""
+        allocations and compilation when warm_up is set); the fastest of up to `repeats` short
+        runs, as the others carry the machine's noise."""
         if key not in self._seconds:
             if warm_up:
                 step()
@@ -171,6 +174,8 @@ class Probe:
                 step()
                 self._sync()
                 fastest = min(fastest, time.perf_counter() - start)
+                if fastest > _STEADY_SECONDS:
+                    break
             self._seconds[key] = fastest
         return self._seconds[key]
 

@@ -177,26 +177,35 @@ class DeepDream(Analysis):
         )
 
     def cost(self, ctx: BuildContext, probe: Probe, settings: DeepDreamSettings) -> Cost:
-        # Real dreams at the anchor layers, at 1 and 3 steps, give what fitting the octaves costs
-        # and what a step costs there; other layers are interpolated between them.
+        # One-octave dreams at the anchor layers, at the smallest and the full size, at 1 and 3
+        # steps, give what fitting an octave and a step cost there; other layers are interpolated
+        # between the anchors, octaves between the two sizes by their pixels.
         spec = ctx.config.model
-        images = torch.rand(settings.images, *spec.input_size, device=ctx.device)
+        height, width = spec.input_size[1:]
+        sizes = octave_sizes(height, width, settings.octaves, settings.octave_scale)
+        shares = [h * w / (height * width) for h, w in sizes]
 
-        def timed(layer: str) -> tuple[float, float]:
-            def dreamt(steps: int) -> float:
-                changed = settings.model_copy(update={"steps": steps})
-                key = ("dream", layer, settings.images, settings.octaves, settings.octave_scale, settings.parameterisation, steps)
+        def timed(layer: str) -> tuple[float, ...]:
+            def dreamt(size: tuple[int, int], steps: int) -> float:
+                images = torch.rand(settings.images, spec.input_size[0], *size, device=ctx.device)
+                changed = settings.model_copy(update={"steps": steps, "octaves": 1})
+                key = ("dream", layer, settings.images, settings.parameterisation, size, steps)
                 run = lambda: dream(ctx.model.module, layer, images, spec.channel_mean, spec.channel_std, changed, 0)  # noqa: E731
                 return probe.seconds(key, run, warm_up=steps == 1, repeats=2)
 
-            one, three = dreamt(1), dreamt(3)
-            step = max(0.0, (three - one) / 2)
-            return max(0.0, one - step), step
+            timings = []
+            for size in (sizes[0], sizes[-1]):
+                one, three = dreamt(size, 1), dreamt(size, 3)
+                step = max(0.0, (three - one) / 2)
+                timings += [max(0.0, one - step), step]
+            return tuple(timings)
 
         seconds = 0.0
         for info in ctx.conv_layers:
-            fit, step = probe.across_layers(info.name, timed)
-            seconds += fit + settings.steps * step
+            fit_small, step_small, fit_full, step_full = probe.across_layers(info.name, timed)
+            for share in shares:
+                fit, step = (np.interp(share, [shares[0], 1.0], [small, full]) for small, full in ((fit_small, fit_full), (step_small, step_full)))
+                seconds += float(fit + settings.steps * step)
         work = f"{len(ctx.conv_layers)} layers × {settings.images} images × {settings.octaves} octaves × {settings.steps} steps"
         return Cost(work, seconds, shrink="analyses.deepdream.steps, .octaves, .images")
 

@@ -106,8 +106,12 @@ def _print_fetcher():
 
 def write_export(document: dict[str, Any], root: Path, filename: str = "dossier.json") -> Path:
     target = root / filename
-    target.write_text(json.dumps(document, indent=1, allow_nan=False, default=_json_default), encoding="utf-8")
+    target.write_text(export_text(document), encoding="utf-8")
     return target
+
+
+def export_text(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=1, allow_nan=False, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
