@@ -100,7 +100,7 @@ def test_a_tight_budget_reduces_in_order_and_every_page_says_so(project: Path) -
 
 
 def test_a_deadline_that_has_passed_optimises_no_more_units(project: Path) -> None:
-    from dossier.analyses.galleries import _layer_gallery, importance
+    from dossier.analyses.galleries import _layer_gallery, _patches_by_layer, importance
 
     config = load_config(write_config(project, FAST))
     ctx = load_context(config, project / ".cache", "cpu")
@@ -110,7 +110,9 @@ def test_a_deadline_that_has_passed_optimises_no_more_units(project: Path) -> No
     data_pass(ctx.model.module, ctx.dataset, ["conv1", "conv2"], ctx.options, [consumer])
     info = ctx.conv_layers[0]
     ctx.deadline = time.time() - 1
-    job = (info, consumer.state[info.name], None, importance(ctx, info.name, consumer.state[info.name]), set())
+    state = consumer.state[info.name]
+    patches = _patches_by_layer(ctx, {info.name: (info, state)})[info.name]
+    job = (info, state, None, importance(ctx, info.name, state), set(), None, patches)
     layer = _layer_gallery(ctx, job)
     assert layer.optimised == 0 and not any(card.optimised for card in layer.units)
     assert layer.left_out == "the time budget ran out before this layer"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from itertools import zip_longest
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -207,6 +207,9 @@ class Galleries(Analysis):
             for info in ctx.recorded_layers
             if info.name in consumer.state
         ]
+        gray_ratios = _grayscale_ratios(ctx, {info.name: (state, norm) for info, state, norm, _, _ in jobs}) if channels == 3 else {}
+        patches = _patches_by_layer(ctx, {info.name: (info, state) for info, state, _, _, _ in jobs})
+        jobs = [(*job, gray_ratios.get(job[0].name), patches[job[0].name]) for job in jobs]
         layers = ctx.map(_layer_gallery, jobs, desc="feature galleries")
         # One thumbnail per data-set image shown anywhere: bounded by the data, not by the units.
         shown = sorted({i for layer in layers for card in layer.units for i in card.top + card.bottom})
@@ -232,10 +235,12 @@ class Galleries(Analysis):
                 seconds += 2 * probe.optimisation(info.name, batch, settings.steps, settings.parameterisation)  # max, min
             if min(chosen, settings.stability_units):  # the max images again, from another seed
                 seconds += probe.optimisation(info.name, min(chosen, settings.stability_units), settings.steps, settings.parameterisation)
-            exemplars = min(count * settings.exemplars, len(ctx.dataset))
-            seconds += probe.forward_per_image() * (2 * chosen + 2 * exemplars)  # what they reach; grayscale
-            seconds += probe.image_seconds() * 2 * exemplars  # patches and grayscale: each image read once per layer
+            seconds += probe.forward_per_image() * 2 * chosen  # what the optimised images reach
             optimised, units = optimised + chosen, units + count
+        # the exemplars of every layer, each read once for the patches and once, in colour and
+        # gray, for the grayscale ratios (one pass for all layers)
+        exemplars = min(units * settings.exemplars, len(ctx.dataset))
+        seconds += exemplars * (2 * probe.image_seconds() + 2 * probe.forward_per_image())
         work = f"{optimised:,} of {units:,} units × 2 images × {settings.steps} steps"
         return Cost(work, seconds, shrink="analyses.galleries.units, analyses.galleries.steps")
 
@@ -260,7 +265,7 @@ class Galleries(Analysis):
 def _layer_gallery(ctx: BuildContext, job: tuple) -> LayerGallery:
     """One layer: optimised images for its most important units (all, unless the budget says
     otherwise), and for every unit what they reach, exemplars, patches and colour."""
-    info, state, norm_name, order, dead = job
+    info, state, norm_name, order, dead, gray_ratio, patches = job
     settings = ctx.config.analyses.galleries
     norm = dict(ctx.model.module.named_modules())[norm_name] if norm_name else None
     units = info.output_shape[0]
@@ -270,8 +275,6 @@ def _layer_gallery(ctx: BuildContext, job: tuple) -> LayerGallery:
         chosen = []
     twice = set(chosen[: settings.stability_units])
     images = _optimised(ctx, info.name, sorted(chosen), norm, twice) if chosen else {}
-    gray_ratio = _grayscale_ratio(ctx, info.name, state["top_ids"], norm) if ctx.config.model.input_size[0] == 3 else None
-    patches = _layer_patches(ctx, info, state)
     cards = [_card(ctx, state, u, images.get(u), gray_ratio, u in dead, patches[u]) for u in range(units)]
     convergence = mean_curve([images[u].curve for u in sorted(images)])
     why = ""
@@ -427,51 +430,61 @@ def _reached(ctx: BuildContext, layer: str, images: torch.Tensor, units: torch.T
     return activation[torch.arange(len(images)), units].cpu()
 
 
-def _grayscale_ratio(ctx: BuildContext, layer: str, top_ids: torch.Tensor, norm) -> np.ndarray:
-    """Mean activation of each unit on grayscale copies of its top exemplars ÷ on the originals."""
-    wanted = sorted(set(top_ids.flatten().tolist()))
+def _grayscale_ratios(ctx: BuildContext, layers: dict[str, tuple[dict[str, torch.Tensor], str | None]]) -> dict[str, np.ndarray]:
+    """Per layer, each unit's mean activation on grayscale copies of its top exemplars ÷ on the
+    originals. One pass over the exemplars of every layer (each image read and run once, all
+    layers recorded), not one per layer."""
+    modules = dict(ctx.model.module.named_modules())
+    norms = {name: modules[norm] for name, (_, norm) in layers.items() if norm}
+    wanted = sorted({i for state, _ in layers.values() for i in state["top_ids"].flatten().tolist()})
     position = {index: n for n, index in enumerate(wanted)}
-    colour, gray = [], []
-    for index in wanted:
-        pixels = ctx.dataset.image(index)
-        if pixels is None:
-            pixels = np.zeros(tuple(ctx.config.model.input_size[1:]) + (3,), dtype=np.uint8)
-        luminance = np.round(pixels @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
-        colour.append(ctx.dataset.normalise(pixels))
-        gray.append(ctx.dataset.normalise(np.repeat(luminance[..., None], 3, axis=2)))
-    means = {}
-    for key, images in (("colour", colour), ("gray", gray)):
-        batches = []
-        with torch.no_grad(), recording(ctx.model.module, [layer]) as outputs:
-            for start in range(0, len(images), ctx.options.batch_size):
-                ctx.model.module(torch.stack(images[start : start + ctx.options.batch_size]).to(ctx.device))
-                activation = norm(outputs[layer]) if norm is not None else outputs[layer]
-                batches.append(torch.relu(activation).mean(dim=(2, 3)).cpu())
-        means[key] = torch.cat(batches)
-    rows = torch.tensor([[position[i] for i in ids] for ids in top_ids.tolist()])
-    units = torch.arange(len(rows))[:, None]
-    on_colour = means["colour"][rows, units].mean(dim=1)
-    on_gray = means["gray"][rows, units].mean(dim=1)
-    return (on_gray / on_colour.clamp(min=1e-12)).numpy()
+    means: dict[str, dict[str, list[torch.Tensor]]] = {"colour": {name: [] for name in layers}, "gray": {name: [] for name in layers}}
+    for start in range(0, len(wanted), ctx.options.batch_size):
+        colour, gray = [], []
+        for index in wanted[start : start + ctx.options.batch_size]:
+            pixels = ctx.dataset.image(index)
+            if pixels is None:
+                pixels = np.zeros(tuple(ctx.config.model.input_size[1:]) + (3,), dtype=np.uint8)
+            luminance = np.round(pixels @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+            colour.append(ctx.dataset.normalise(pixels))
+            gray.append(ctx.dataset.normalise(np.repeat(luminance[..., None], 3, axis=2)))
+        for key, images in (("colour", colour), ("gray", gray)):
+            with torch.no_grad(), recording(ctx.model.module, list(layers)) as outputs:
+                ctx.model.module(torch.stack(images).to(ctx.device))
+                for name in layers:
+                    activation = norms[name](outputs[name]) if name in norms else outputs[name]
+                    means[key][name].append(torch.relu(activation).float().mean(dim=(2, 3)).cpu())
+    ratios = {}
+    for name, (state, _) in layers.items():
+        rows = torch.tensor([[position[i] for i in ids] for ids in state["top_ids"].tolist()])
+        units = torch.arange(len(rows))[:, None]
+        on_colour = torch.cat(means["colour"][name])[rows, units].mean(dim=1)
+        on_gray = torch.cat(means["gray"][name])[rows, units].mean(dim=1)
+        ratios[name] = (on_gray / on_colour.clamp(min=1e-12)).numpy()
+    return ratios
 
 
-def _layer_patches(ctx: BuildContext, info, state: dict[str, torch.Tensor]) -> list[np.ndarray]:
-    """Every unit's exemplar patches. Units share exemplars, so each image is read once for the
-    whole layer (a GoogLeNet has 7,280 units × 6 patches and often only a few thousand images)."""
-    feature_shape = info.output_shape[1:]
-    field_size = info.receptive_field or min(ctx.config.model.input_size[1:])
-    peaks = list(zip(state["peak_ids"].tolist(), state["peak_where"].tolist()))
-    wanted: dict[int, list[tuple[int, int, int]]] = {}
-    for unit, (indices, places) in enumerate(peaks):
-        for rank, (index, where) in enumerate(zip(indices, places)):
-            wanted.setdefault(index, []).append((unit, rank, where))
-    cut: list[dict[int, np.ndarray]] = [{} for _ in peaks]
+def _patches_by_layer(ctx: BuildContext, layers: dict[str, tuple[Any, dict[str, torch.Tensor]]]) -> dict[str, list[np.ndarray]]:
+    """Per layer, every unit's exemplar patches. Units and layers share exemplars, so each image
+    is read once for all of them (a GoogLeNet has 7,280 units × 6 patches, often over a few
+    thousand images)."""
+    wanted: dict[int, list[tuple[str, int, int, int]]] = {}
+    for name, (_, state) in layers.items():
+        for unit, (indices, places) in enumerate(zip(state["peak_ids"].tolist(), state["peak_where"].tolist())):
+            for rank, (index, where) in enumerate(zip(indices, places)):
+                wanted.setdefault(index, []).append((name, unit, rank, where))
+    cut = {name: [{} for _ in range(len(state["peak_ids"]))] for name, (_, state) in layers.items()}
     for index in sorted(wanted):
         pixels = ctx.dataset.image(index)
-        if pixels is not None:
-            for unit, rank, where in wanted[index]:
-                cut[unit][rank] = thumbnail(receptive_patch(pixels, where, feature_shape, field_size), upscale=False)
-    return [_stacked([pictures[rank] for rank in sorted(pictures)], ctx.config.model.input_size[0]) for pictures in cut]
+        if pixels is None:
+            continue
+        for name, unit, rank, where in wanted[index]:
+            info = layers[name][0]
+            field_size = info.receptive_field or min(ctx.config.model.input_size[1:])
+            patch = receptive_patch(pixels, where, info.output_shape[1:], field_size)
+            cut[name][unit][rank] = thumbnail(patch, upscale=False)
+    channels = ctx.config.model.input_size[0]
+    return {name: [_stacked([p[rank] for rank in sorted(p)], channels) for p in units] for name, units in cut.items()}
 
 
 def _stacked(pictures: list[np.ndarray], channels: int) -> np.ndarray:
