@@ -324,16 +324,17 @@ def plan_build(
 
     config, reductions = ctx.config, []
     if budget is not None:
-        config, reductions = _fit(analyses, config, estimate, budget * BUDGET_MARGIN)
+        # the planning itself spends the budget too: on a big model its timed steps take minutes
+        config, reductions = _fit(analyses, config, estimate, lambda: (budget - (time.perf_counter() - started)) * BUDGET_MARGIN)
     plan = Plan(str(ctx.device), estimate(config), budget, reductions)
     plan.planning_seconds = time.perf_counter() - started
     return plan, config
 
 
 def _fit(
-    analyses: list[Analysis], config: Config, estimate: Callable[[Config], list[Stage]], target: float
+    analyses: list[Analysis], config: Config, estimate: Callable[[Config], list[Stage]], target: Callable[[], float]
 ) -> tuple[Config, list[Applied]]:
-    """Apply reductions in rank order until the estimate is under target (or none are left)."""
+    """Apply reductions in rank order until the estimate is under target() (or none are left)."""
     applied: list[Applied] = []
     ladder = sorted(
         ((reduction.rank, analysis.order, analysis, reduction) for analysis in analyses for reduction in analysis.reductions),
@@ -345,14 +346,14 @@ def _fit(
 
     for _, _, analysis, reduction in ladder:
         for value in reduction.values:
-            if total(config) <= target:
+            if total(config) <= target():
                 return config, _merged(applied)
             current = getattr(analysis.settings(config), reduction.key)
             if current is not None and not _cheaper(value, current):
                 continue
             config = with_setting(config, analysis.name, reduction.key, value)
             applied.append(Applied(analysis.name, reduction.key, current, value, reduction.why))
-    if total(config) > target:
+    if total(config) > target():
         log.warning("the budget cannot be met even with every reduction; the build will run over it")
     return config, _merged(applied)
 
