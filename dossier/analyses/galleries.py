@@ -181,7 +181,7 @@ class Galleries(Analysis):
     unit_pictures = True
     after = ("neuron_types", "relevance")  # which units matter most, when not every unit is optimised
     reductions = (
-        Reduction("units", (64, 32, 16, 8, 4, 2, 1), "optimised images only for the units per layer that matter most "
+        Reduction("units", (256, 128, 64, 32, 16, 8, 4, 2, 1), "optimised images only for the units per layer that matter most "
                   "(class selectivity, then relevance); every unit keeps its exemplars", rank=1),
         Reduction("steps", (32, 24, 16), "fewer Adam steps per optimised image: less converged pictures", rank=2),
     )
