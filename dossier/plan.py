@@ -334,17 +334,20 @@ def plan_build(
 def _fit(
     analyses: list[Analysis], config: Config, estimate: Callable[[Config], list[Stage]], target: Callable[[], float]
 ) -> tuple[Config, list[Applied]]:
-    """Apply reductions in rank order until the estimate is under target() (or none are left)."""
+    """Apply reductions in rank order until the estimate is under target() (or none are left);
+    within a rank, the costliest stage first."""
     applied: list[Applied] = []
+    seconds = {stage.key: stage.cost.seconds for stage in estimate(config)}
     ladder = sorted(
-        ((reduction.rank, analysis.order, analysis, reduction) for analysis in analyses for reduction in analysis.reductions),
-        key=lambda item: item[:2],
+        ((reduction.rank, -seconds.get(analysis.name, 0.0), analysis.order, analysis, reduction)
+         for analysis in analyses for reduction in analysis.reductions),
+        key=lambda item: item[:3],
     )
 
     def total(config: Config) -> float:
         return sum(stage.cost.seconds for stage in estimate(config))
 
-    for _, _, analysis, reduction in ladder:
+    for *_, analysis, reduction in ladder:
         for value in reduction.values:
             if total(config) <= target():
                 return config, _merged(applied)
