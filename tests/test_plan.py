@@ -129,3 +129,19 @@ def test_plan_command_prints_the_table(tiny_config: Path, cli) -> None:
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("estimated total: ")
     assert "render PDF" not in result.output and "render site" in result.output
+
+
+def test_per_layer_timings_are_interpolated_between_three_anchor_layers() -> None:
+    """Timed at the first, middle and deepest convolution; any other layer in between, on the
+    multiply-adds a forward pass does up to it."""
+    from types import SimpleNamespace
+
+    from dossier.plan import Probe
+
+    probe = Probe(SimpleNamespace(conv_layers=[SimpleNamespace(name=name) for name in "abcde"]))
+    probe.remember("work up to", lambda: {"a": 0.0, "b": 10.0, "c": 20.0, "d": 30.0, "e": 40.0})
+    timed = {"a": (1.0, 0.0), "c": (3.0, 2.0), "e": (5.0, 2.0)}
+    assert probe.anchors() == ["a", "c", "e"]
+    assert probe.across_layers("b", timed.__getitem__) == (2.0, 1.0)
+    assert probe.across_layers("d", timed.__getitem__) == (4.0, 2.0)
+    assert probe.across_layers("unhooked", timed.__getitem__) == (5.0, 2.0)  # as the deepest
