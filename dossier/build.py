@@ -178,6 +178,7 @@ def render_site(
     limit = config.output.site_mb * 2**20
     unit_pictures: int | None = None
     shrinking = {cls.name for cls in REGISTRY.values() if cls.unit_pictures}
+    units = [layer.units or 0 for layer in ctx.conv_layers]
     reuse = None  # once the site is over its size, only the shrinking sections are drawn again
     while True:
         kit = ViewKit(staging, config, ctx.dataset.class_names, ctx.layers, unit_pictures)
@@ -192,7 +193,6 @@ def render_site(
             write_site(report, staging)
         size = _size(staging) + reserved
         shrinkable = sum(kit.pictures.bytes.get(name, 0) for name in shrinking)
-        units = [layer.units or 0 for layer in ctx.conv_layers]
         shown = unit_pictures or max(units, default=0)
         if size <= limit or not shrinkable or shown <= 1:
             if size > limit:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 
 import click
-
-import time
 
 from dossier import IMPORTED_AT, __version__
 from dossier.analyses import ALWAYS_RUN, REGISTRY

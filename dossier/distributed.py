@@ -101,9 +101,9 @@ class LocalExecutor:
         return self.threads
 
     def map(self, spec: ContextSpec, function: Callable, items: Sequence[Any], cpu: bool, desc: str) -> list:
-        jobs = [(spec, function, item, False) for item in items]
         if not cpu:
-            return [_run(job) for job in _progress(jobs, len(jobs), desc)]
+            return list(self.imap(spec, function, items, desc))
+        jobs = [(spec, function, item, False) for item in items]
         # The limit is process-wide, so it is set once around the pool, not per thread.
         with threadpool_limits(limits=1), ThreadPoolExecutor(self.threads) as pool:
             return list(_progress(pool.map(_run, jobs), len(jobs), desc))
@@ -145,19 +145,20 @@ class DaskExecutor:
         return max(1, sum(self.client.nthreads().values()))
 
     def map(self, spec: ContextSpec, function: Callable, items: Sequence[Any], cpu: bool, desc: str) -> list:
+        return self.client.gather(self._submit(spec, function, items, desc))
+
+    def imap(self, spec: ContextSpec, function: Callable, items: Sequence[Any], desc: str) -> Iterator[Any]:
+        futures = self._submit(spec, function, items, desc)
+        for index, future in enumerate(futures):
+            yield future.result()
+            futures[index] = None  # the last reference: the cluster drops the result once it is folded in
+
+    def _submit(self, spec: ContextSpec, function: Callable, items: Sequence[Any], desc: str) -> list:
         jobs = [(spec, function, item, True) for item in items]  # workers run one task per thread
         futures = self.client.map(_run, jobs, pure=False, retries=self.RETRIES)
         if desc:
             log.info("%s: %d tasks on the cluster", desc, len(futures))
-        return self.client.gather(futures)
-
-    def imap(self, spec: ContextSpec, function: Callable, items: Sequence[Any], desc: str) -> Iterator[Any]:
-        futures = self.client.map(_run, [(spec, function, item, True) for item in items], pure=False, retries=self.RETRIES)
-        if desc:
-            log.info("%s: %d tasks on the cluster", desc, len(futures))
-        for index, future in enumerate(futures):
-            yield future.result()
-            futures[index] = None  # the last reference: the cluster drops the result once it is folded in
+        return futures
 
     def close(self) -> None:
         self.client.close()

@@ -24,7 +24,7 @@ from dossier.sampling import balanced_sample
 from dossier.settings import SectionSettings
 from dossier.thumbnails import thumbnails
 
-SPECTRAL_MIN_POINTS = 16  # fewer codes than this start UMAP at random
+SPECTRAL_MIN_POINTS = 16  # this many codes or fewer start UMAP at random
 
 
 class EmbeddingSettings(SectionSettings):
